@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: paths to ../shared and a deterministic, single-threaded torch."""
+from pathlib import Path
+import sys
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(1)
+
+
+def _need(path):
+    if not path.exists():
+        pytest.skip(f"{path} is absent: this test needs the read-only ../shared folder beside the repo")
+    return path
+
+
+@pytest.fixture
+def shared():
+    """The ../shared folder (skips the test when it is absent)."""
+    return _need(SHARED)
+
+
+@pytest.fixture
+def reference():
+    """../shared/reference with the YOLOv5 v6.1 oracle files."""
+    return _need(SHARED / "reference")
+
+
+@pytest.fixture
+def ref_weights():
+    """The real YOLOv5 v6.1 raccoon checkpoint."""
+    return _need(SHARED / "reference" / "raccoon_yolov5n_best.pt")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
