@@ -1,0 +1,177 @@
+"""parse_model: turn a validated model dict into nn.Sequential layers, driven by `models.registry`."""
+import difflib
+import inspect
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from models.config import ModelConfigError
+from utils.general import LOGGER, make_divisible
+
+SYMBOLS = {"None": None, "True": True, "False": False}
+
+
+@dataclass
+class _Layer:
+    """One yaml row being built, with what the error messages need."""
+
+    i: int
+    f: object
+    n: int
+    name: str
+    args: list
+
+    def error(self, source, problem):
+        return ModelConfigError(f"{source}: layer {self.i} {self.name} {self.args}: {problem}")
+
+
+def parse_model(d, ch, source="model.yaml"):
+    """Build the layers of model dict `d` for input channels `ch` ([3]); return (nn.Sequential, save list)."""
+    from models.registry import REGISTRY  # late import: the registry imports Detect from models.yolo
+
+    LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
+    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    ctx = {"nc": nc, "anchors": anchors, "gw": gw, "no": na * (nc + 5)}
+    layers, save, c2 = [], [], ch[-1]
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        layer = _read_row(i, row, source)
+        entry = _lookup(REGISTRY, layer, source)
+        _check_from(layer, source)
+        layer.n = max(round(layer.n * gd), 1) if layer.n > 1 else layer.n
+        c2, args, n = _RULES[entry.channels.value](layer, ch, ctx, source)
+        m_ = _construct(entry.cls, args, n, layer, source)
+        _annotate(m_, layer, args, entry.cls)
+        save.extend(x % i for x in ([layer.f] if isinstance(layer.f, int) else layer.f) if x != -1)
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
+    return nn.Sequential(*layers), sorted(save)
+
+
+def _read_row(i, row, source):
+    f, n, name, args = row
+    if not isinstance(name, str):
+        raise ModelConfigError(f"{source}: layer {i}: module must be a name, got {name!r}")
+    layer = _Layer(i, f, n, name, args)
+    if not isinstance(args, list):
+        raise layer.error(source, f"args must be a list, got {args!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise layer.error(source, f"number must be an int >= 1, got {n!r}")
+    layer.args = [SYMBOLS.get(a, a) if isinstance(a, str) else a for a in args]
+    return layer
+
+
+def _lookup(registry, layer, source):
+    entry = registry.get(layer.name)
+    if entry is None:
+        close = difflib.get_close_matches(layer.name, registry, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known modules: {', '.join(sorted(registry))}"
+        raise layer.error(source, f"unknown module '{layer.name}'{hint}")
+    return entry
+
+
+def _check_from(layer, source):
+    fs = [layer.f] if isinstance(layer.f, int) else layer.f
+    if not isinstance(fs, list) or not fs or not all(isinstance(x, int) and not isinstance(x, bool) for x in fs):
+        raise layer.error(source, f"'from' must be an int or a list of ints, got {layer.f!r}")
+    for x in fs:
+        if (x < 0 and -x > max(layer.i, 1)) or x >= layer.i and x >= 0:
+            raise layer.error(source, f"'from' index {x} out of range: layer {layer.i} can read layers 0..{layer.i - 1}")
+
+
+def _single_input(layer, ch, source):
+    if not isinstance(layer.f, int):
+        raise layer.error(source, f"takes one input, got 'from' {layer.f}")
+    return ch[layer.f]
+
+
+def _scaled_c2(layer, ctx, source):
+    if not layer.args or not isinstance(layer.args[0], int) or isinstance(layer.args[0], bool):
+        raise layer.error(source, "first argument must be the output channels c2 (an int)")
+    c2 = layer.args[0]
+    return make_divisible(c2 * ctx["gw"], 8) if c2 != ctx["no"] else c2
+
+
+def _conv_rule(layer, ch, ctx, source):
+    c1, c2 = _single_input(layer, ch, source), _scaled_c2(layer, ctx, source)
+    if layer.n > 1 and c1 != c2:
+        raise layer.error(source, f"repeating it {layer.n} times needs c1 == c2, got {c1} -> {c2}")
+    return c2, [c1, c2, *layer.args[1:]], layer.n
+
+
+def _repeat_rule(layer, ch, ctx, source):
+    c2, args, n = _conv_rule(_Layer(layer.i, layer.f, 1, layer.name, layer.args), ch, ctx, source)
+    args.insert(2, layer.n)
+    return c2, args, 1
+
+
+def _keep_rule(layer, ch, ctx, source):
+    c1 = _single_input(layer, ch, source)
+    c2 = _scaled_c2(layer, ctx, source) if layer.args else c1
+    if c2 != c1:
+        raise layer.error(
+            source,
+            f"keeps channels, but its c2 {layer.args[0]} scales to {c2} while its input has {c1} channels "
+            f"(write the unscaled input channels, {round(c1 / ctx['gw'])}, as its first argument)",
+        )
+    return c2, [c1, c2, *layer.args[1:]], layer.n
+
+
+def _concat_rule(layer, ch, ctx, source):
+    fs = [layer.f] if isinstance(layer.f, int) else layer.f
+    return sum(ch[x] for x in fs), layer.args, layer.n
+
+
+def _detect_rule(layer, ch, ctx, source):
+    fs = [layer.f] if isinstance(layer.f, int) else layer.f
+    args = [ctx.get(a, a) if isinstance(a, str) else a for a in layer.args]
+    if len(args) < 2:
+        raise layer.error(source, "expects [nc, anchors]")
+    if isinstance(args[1], int):
+        args[1] = [list(range(args[1] * 2))] * len(fs)
+    if not isinstance(args[1], list) or len(args[1]) != len(fs):
+        raise layer.error(source, f"has {len(fs)} inputs but {len(args[1]) if isinstance(args[1], list) else 0} anchor levels")
+    args.append([ch[x] for x in fs])
+    return None, args, layer.n
+
+
+def _same_rule(layer, ch, ctx, source):
+    return _single_input(layer, ch, source), layer.args, layer.n
+
+
+def _norm_rule(layer, ch, ctx, source):
+    c1 = _single_input(layer, ch, source)
+    return c1, [c1], layer.n
+
+
+_RULES = {
+    "conv": _conv_rule,
+    "repeat": _repeat_rule,
+    "keep": _keep_rule,
+    "concat": _concat_rule,
+    "detect": _detect_rule,
+    "same": _same_rule,
+    "norm": _norm_rule,
+}
+
+
+def _construct(cls, args, n, layer, source):
+    try:
+        inspect.signature(cls).bind(*args)
+    except TypeError:
+        raise layer.error(source, f"wrong number of arguments {args} for {cls.__name__}{inspect.signature(cls)}") from None
+    except ValueError:
+        pass  # builtins without a Python signature: let the constructor decide
+    try:
+        return nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+    except (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError) as e:
+        raise layer.error(source, f"{cls.__name__}{tuple(args)} cannot be built: {e}") from e
+
+
+def _annotate(m_, layer, args, cls):
+    t = f"{cls.__module__}.{cls.__qualname__}"
+    np_ = sum(x.numel() for x in m_.parameters())
+    m_.i, m_.f, m_.type, m_.np = layer.i, layer.f, t, np_
+    LOGGER.info(f"{layer.i:>3}{str(layer.f):>18}{layer.n:>3}{np_:10.0f}  {t:<40}{str(args):<30}")

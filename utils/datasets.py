@@ -1,0 +1,427 @@
+"""Training/validation datasets: image+label checks, label cache, mosaic augmentation and dataloaders."""
+import hashlib
+import json
+import os
+import random
+from contextlib import contextmanager
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from utils.augmentations import augment_hsv, letterbox, mixup, random_perspective
+from utils.general import LOGGER, NUM_THREADS, xywhn2xyxy, xyxy2xywhn
+from utils.sources import (IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams,  # noqa: F401 (re-export)
+                           img2label_paths, list_files, suffix, to_chw_rgb)
+
+CACHE_VERSION = 1
+COORD_TOL = 1e-3  # normalised coordinates may overshoot [0, 1] by this much (rounding); they are clipped
+BAR_FORMAT = '{l_bar}{bar:10}{r_bar}'
+
+
+def writable(path):
+    """True if path may be written: permitted for this user and not marked read-only (even for root)."""
+    path = Path(path)
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+
+
+def exif_size(img):
+    """(w, h) of a PIL image after its EXIF orientation is applied."""
+    w, h = img.size
+    orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # transposed or rotated by 90/270 degrees
+
+
+def _check_image(im_file):
+    """Verify one image file; returns ((w, h), warning message) or raises ValueError/OSError."""
+    with Image.open(im_file) as im:
+        shape = exif_size(im)
+        fmt = (im.format or '').lower()
+        im.verify()
+    if shape[0] < 10 or shape[1] < 10:
+        raise ValueError(f'image size {shape} <10 pixels')
+    if fmt not in IMG_FORMATS:
+        raise ValueError(f'invalid image format {fmt}')
+    if fmt == 'jpeg':
+        with open(im_file, 'rb') as f:
+            f.seek(-2, 2)
+            if f.read() != b'\xff\xd9':  # missing end-of-image marker: truncated file
+                return shape, _restore_jpeg(im_file)
+    return shape, ''
+
+
+def _restore_jpeg(im_file):
+    """Re-save a truncated JPEG from its decodable part; returns a warning message either way."""
+    im = cv2.imread(im_file)
+    if im is None:
+        raise ValueError('truncated JPEG that cannot be decoded')
+    if writable(im_file) and cv2.imwrite(im_file, im, [cv2.IMWRITE_JPEG_QUALITY, 100]):
+        return f'WARNING: {im_file}: corrupt JPEG restored and saved'
+    return f'WARNING: {im_file}: corrupt JPEG (truncated) could not be restored (read-only?), using it as is'
+
+
+def _parse_label(lb_file):
+    """(n, 5) float32 labels of a label file, with duplicates removed; returns (labels, warning message)."""
+    rows = [x.split() for x in Path(lb_file).read_text().strip().splitlines() if x.strip()]
+    for i, row in enumerate(rows):
+        if len(row) != 5:
+            raise ValueError(f'label row {i + 1} has {len(row)} columns, expected 5 (class x y w h)')
+    lb = np.array(rows, dtype=np.float32).reshape(-1, 5)
+    if not np.isfinite(lb).all():
+        raise ValueError('non-finite label values')
+    if (lb[:, 0] < 0).any() or (lb[:, 0] % 1 != 0).any():
+        raise ValueError(f'class labels must be integers >= 0, got {lb[:, 0][(lb[:, 0] < 0) | (lb[:, 0] % 1 != 0)]}')
+    bad = (lb[:, 1:] < -COORD_TOL) | (lb[:, 1:] > 1 + COORD_TOL)
+    if bad.any():
+        raise ValueError(f'non-normalized or out of bounds coordinates {lb[:, 1:][bad]}')
+    lb[:, 1:] = lb[:, 1:].clip(0, 1)
+    _, keep = np.unique(lb, axis=0, return_index=True)
+    if len(keep) < len(lb):
+        msg = f'WARNING: {lb_file}: {len(lb) - len(keep)} duplicate labels removed'
+        return lb[np.sort(keep)], msg
+    return lb, ''
+
+
+def verify_image_label(args):
+    """Check one (image, label file, prefix); returns im_file, labels, (w, h), nm, nf, ne, nc, message."""
+    im_file, lb_file, prefix = args
+    nm = nf = ne = 0
+    try:
+        shape, msg = _check_image(im_file)
+        if os.path.isfile(lb_file):
+            nf = 1
+            lb, lb_msg = _parse_label(lb_file)
+            msg = '\n'.join(prefix + m for m in (msg, lb_msg) if m)
+            ne = int(len(lb) == 0)
+        else:
+            nm, lb, msg = 1, np.zeros((0, 5), dtype=np.float32), prefix + msg if msg else ''
+        return im_file, lb, shape, nm, nf, ne, 0, msg
+    except Exception as e:  # any unreadable file or bad label is reported and the pair skipped
+        return None, None, None, nm, nf, ne, 1, f'{prefix}WARNING: {im_file}: ignoring corrupt image/label: {e}'
+
+
+def get_hash(paths):
+    """Hash of file paths, sizes and modification times: changes whenever any of the files changes."""
+    h = hashlib.md5()
+    for p in paths:
+        st = os.stat(p) if os.path.exists(p) else None
+        h.update(f'{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1};'.encode())
+    return h.hexdigest()
+
+
+def load_label_cache(cache_path, hash_):
+    """The cache dict stored at cache_path if it exists and matches hash_ and the version, else None."""
+    try:
+        cache = json.loads(Path(cache_path).read_text())
+    except (OSError, ValueError):  # absent, unreadable, or an old/foreign format
+        return None
+    if not isinstance(cache, dict) or cache.get('version') != CACHE_VERSION or cache.get('hash') != hash_:
+        return None
+    return cache
+
+
+def save_label_cache(cache_path, cache, prefix=''):
+    """Write the cache atomically as JSON; warn and carry on when the folder is not writable."""
+    tmp = Path(f'{cache_path}.tmp')
+    try:
+        if not writable(tmp.parent):
+            raise PermissionError(f'{tmp.parent} is read-only')
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_path)
+        LOGGER.info(f'{prefix}New cache created: {cache_path}')
+    except OSError as e:
+        LOGGER.warning(f'{prefix}WARNING: cache directory {Path(cache_path).parent} is not writeable, '
+                       f'labels are not cached: {e}')
+
+
+def scan_labels(img_files, label_files, cache_path, prefix=''):
+    """Verify every image/label pair (threaded) and build the cache dict."""
+    labels, msgs, counts = {}, [], np.zeros(4, dtype=int)  # missing, found, empty, corrupt
+    desc = f"{prefix}Scanning '{cache_path.parent / cache_path.stem}' images and labels..."
+    with ThreadPool(NUM_THREADS) as pool:
+        results = pool.imap(verify_image_label, zip(img_files, label_files, [prefix] * len(img_files)))
+        pbar = tqdm(results, desc=desc, total=len(img_files), bar_format=BAR_FORMAT)
+        for im_file, lb, shape, *c, msg in pbar:
+            counts += c
+            if im_file:
+                labels[im_file] = {'labels': lb.tolist(), 'shape': list(shape)}
+            if msg:
+                msgs.append(msg)
+            pbar.desc = f'{desc} {counts[1]} found, {counts[0]} missing, {counts[2]} empty, {counts[3]} corrupt'
+        pbar.close()
+    return {'version': CACHE_VERSION, 'labels': labels, 'msgs': msgs, 'results': counts.tolist(),
+            'n': len(img_files)}
+
+
+def cache_path_for(path, label_files):
+    """<labels dir>.cache for a dir source, <list>.cache for a .txt source."""
+    p = Path(path) if isinstance(path, (str, Path)) else None
+    return p.with_suffix('.cache') if p is not None and p.is_file() else Path(label_files[0]).parent.with_suffix('.cache')
+
+
+def load_labels(path, img_files, label_files, prefix=''):
+    """Labels per image from the cache (rebuilt when stale); logs the scan summary and every warning."""
+    cache_path = cache_path_for(path, label_files)
+    hash_ = get_hash(label_files + img_files)
+    cache = load_label_cache(cache_path, hash_)
+    if cache is None:
+        cache = scan_labels(img_files, label_files, cache_path, prefix)
+        cache['hash'] = hash_
+        save_label_cache(cache_path, cache, prefix)
+    else:
+        nm, nf, ne, nc = cache['results']
+        LOGGER.info(f"{prefix}Scanning '{cache_path}' images and labels... {nf} found, {nm} missing, "
+                    f"{ne} empty, {nc} corrupt (from cache)")
+    if cache['msgs']:
+        LOGGER.warning('\n'.join(cache['msgs']))
+    return cache, cache_path
+
+
+class LoadImagesAndLabels(Dataset):
+    """YOLO images + labels for train/val: letterbox or mosaic, optional augmentation, rect batches, caching."""
+
+    def __init__(self, path, img_size=640, batch_size=16, augment=False, hyp=None, rect=False, image_weights=False,
+                 cache_images=False, single_cls=False, stride=32, pad=0.0, prefix=''):
+        """Index the images of path (dir, glob, .txt list or a list of these) and load their checked labels."""
+        self.img_size, self.augment, self.hyp, self.stride, self.path = img_size, augment, hyp, stride, path
+        self.image_weights = image_weights
+        self.rect = False if image_weights else rect
+        self.mosaic = augment and not self.rect  # mosaic only when training without rect batches
+        self.mosaic_border = [-img_size // 2, -img_size // 2]
+        if augment and hyp is None:
+            raise ValueError(f'{prefix}augment=True needs a hyp dict (e.g. data/hyps/hyp.scratch-low.yaml)')
+        img_files = sorted(f for f in list_files(path) if suffix(f) in IMG_FORMATS)
+        if not img_files:
+            raise FileNotFoundError(f'{prefix}no images found in {path}; supported formats are {IMG_FORMATS}')
+        cache, self.cache_path = load_labels(path, img_files, img2label_paths(img_files), prefix)
+        nm, nf, ne, nc = cache['results']
+        if nf == 0 and augment:
+            raise ValueError(f'{prefix}no labels found for {path} (cache {self.cache_path}): cannot train without labels')
+        if not cache['labels']:
+            raise ValueError(f'{prefix}all {cache["n"]} images in {path} are corrupt or unreadable, see the warnings')
+        self.img_files = list(cache['labels'])
+        self.label_files = img2label_paths(self.img_files)
+        self.labels = [np.array(v['labels'], dtype=np.float32).reshape(-1, 5) for v in cache['labels'].values()]
+        self.shapes = np.array([v['shape'] for v in cache['labels'].values()], dtype=np.float64)
+        if single_cls:
+            for lb in self.labels:
+                lb[:, 0] = 0
+        self.n = len(self.img_files)
+        self.batch = np.floor(np.arange(self.n) / batch_size).astype(int)  # batch index of each image
+        self.indices = range(self.n)
+        if self.rect:
+            self._rect_batches(batch_size, pad)
+        self._warn_unsupported_hyp(prefix)
+        self.ims, self.im_hw0, self.im_hw = [None] * self.n, [None] * self.n, [None] * self.n
+        self.npy_files = [Path(f).with_suffix('.npy') for f in self.img_files]
+        self.cache_mode = None
+        if cache_images:
+            self._cache_images('disk' if cache_images == 'disk' else 'ram', prefix)
+
+    def _rect_batches(self, batch_size, pad):
+        """Sort images by aspect ratio and give each batch the smallest stride-multiple shape that fits."""
+        ar = self.shapes[:, 1] / self.shapes[:, 0]  # h / w
+        order = ar.argsort()
+        self.img_files = [self.img_files[i] for i in order]
+        self.label_files = [self.label_files[i] for i in order]
+        self.labels = [self.labels[i] for i in order]
+        self.shapes, ar = self.shapes[order], ar[order]
+        shapes = []
+        for i in range(self.batch[-1] + 1):
+            ari = ar[self.batch == i]
+            mini, maxi = ari.min(), ari.max()
+            shapes.append([maxi, 1] if maxi < 1 else [1, 1 / mini] if mini > 1 else [1, 1])  # (h, w) relative
+        self.batch_shapes = np.ceil(np.array(shapes) * self.img_size / self.stride + pad).astype(int) * self.stride
+
+    def _warn_unsupported_hyp(self, prefix):
+        """copy_paste needs segment labels, which this dataset does not load: say so when it is asked for."""
+        if self.augment and self.hyp.get('copy_paste', 0) > 0:
+            LOGGER.warning(f"{prefix}WARNING: hyp copy_paste={self.hyp['copy_paste']} is ignored: copy-paste "
+                           f"needs segment labels, which this project does not load. Set copy_paste: 0.")
+
+    def _cache_images(self, mode, prefix):
+        """Cache resized images in RAM, or original images as .npy beside them ('disk'; RAM if not writable)."""
+        if mode == 'disk' and not self._disk_writable(prefix):
+            mode = 'ram'
+        self.cache_mode = mode
+        fn = self._save_npy if mode == 'disk' else self.load_image
+        gb = 0
+        with ThreadPool(NUM_THREADS) as pool:
+            pbar = tqdm(enumerate(pool.imap(fn, range(self.n))), total=self.n, bar_format=BAR_FORMAT)
+            for i, x in pbar:
+                if mode == 'disk':
+                    gb += self.npy_files[i].stat().st_size
+                else:
+                    self.ims[i], self.im_hw0[i], self.im_hw[i] = x
+                    gb += self.ims[i].nbytes
+                pbar.desc = f'{prefix}Caching images ({gb / 1E9:.1f}GB {mode})'
+            pbar.close()
+
+    def _disk_writable(self, prefix):
+        """True if a .npy can be written beside the first image; warns otherwise."""
+        probe = self.npy_files[0].with_suffix('.probe.npy')
+        try:
+            if not writable(probe.parent):
+                raise PermissionError(f'{probe.parent} is read-only')
+            np.save(probe, np.zeros(1))
+            probe.unlink()
+            return True
+        except OSError as e:
+            LOGGER.warning(f'{prefix}WARNING: cannot write .npy image cache beside {self.img_files[0]} ({e}), '
+                           f'caching images in RAM instead')
+            return False
+
+    def _save_npy(self, i):
+        """Write image i as .npy (original size, BGR) if not there yet."""
+        if not self.npy_files[i].exists():
+            np.save(self.npy_files[i], self._read(i))
+
+    def _read(self, i):
+        """Original BGR image i from its .npy cache or file; a clear error if it cannot be read."""
+        if self.cache_mode == 'disk' and self.npy_files[i].exists():
+            return np.load(self.npy_files[i])
+        im = cv2.imread(self.img_files[i])
+        if im is None:
+            raise FileNotFoundError(f'image not found or unreadable: {self.img_files[i]}')
+        return im
+
+    def load_image(self, i):
+        """Image i resized so its long side is img_size; returns im, (h0, w0), (h, w)."""
+        if self.ims[i] is not None:
+            return self.ims[i], self.im_hw0[i], self.im_hw[i]
+        im = self._read(i)
+        h0, w0 = im.shape[:2]
+        r = self.img_size / max(h0, w0)
+        if r != 1:
+            interp = cv2.INTER_AREA if r < 1 and not self.augment else cv2.INTER_LINEAR
+            im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
+        return im, (h0, w0), im.shape[:2]
+
+    def __len__(self):
+        """Number of images."""
+        return len(self.img_files)
+
+    def __getitem__(self, index):
+        """(uint8 CHW RGB tensor, (n, 6) [0, cls, x, y, w, h] labels, path, shapes or None for mosaics)."""
+        index = self.indices[index]  # image_weights: train.py resamples self.indices each epoch
+        hyp = self.hyp
+        if self.mosaic and random.random() < hyp['mosaic']:
+            im, labels = self.load_mosaic(index)
+            shapes = None
+            if random.random() < hyp['mixup']:
+                im, labels = mixup(im, labels, *self.load_mosaic(random.randint(0, self.n - 1)))
+        else:
+            im, labels, shapes = self._load_letterboxed(index)
+        nl = len(labels)
+        if nl:
+            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=im.shape[1], h=im.shape[0], clip=True, eps=1E-3)
+        if self.augment:
+            im, labels = self._color_and_flips(im, labels)
+        labels_out = torch.zeros((nl, 6))
+        if nl:
+            labels_out[:, 1:] = torch.from_numpy(labels)
+        return torch.from_numpy(to_chw_rgb(im)), labels_out, self.img_files[index], shapes
+
+    def _load_letterboxed(self, index):
+        """Single image letterboxed to its batch shape (rect) or img_size; labels as pixel xyxy."""
+        im, (h0, w0), (h, w) = self.load_image(index)
+        shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
+        im, ratio, pad = letterbox(im, shape, auto=False, scaleup=self.augment)
+        shapes = (h0, w0), ((h / h0, w / w0), pad)  # for rescaling predictions to the original image
+        labels = self.labels[index].astype(np.float64)
+        if labels.size:
+            labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
+        if self.augment:
+            hyp = self.hyp
+            im, labels = random_perspective(im, labels, degrees=hyp['degrees'], translate=hyp['translate'],
+                                            scale=hyp['scale'], shear=hyp['shear'], perspective=hyp['perspective'])
+        return im, labels, shapes
+
+    def _color_and_flips(self, im, labels):
+        """HSV jitter and random up-down / left-right flips (labels normalised xywh)."""
+        hyp = self.hyp
+        augment_hsv(im, hgain=hyp['hsv_h'], sgain=hyp['hsv_s'], vgain=hyp['hsv_v'])
+        if random.random() < hyp['flipud']:
+            im = np.flipud(im)
+            labels[:, 2] = 1 - labels[:, 2]
+        if random.random() < hyp['fliplr']:
+            im = np.fliplr(im)
+            labels[:, 1] = 1 - labels[:, 1]
+        return im, labels
+
+    def load_mosaic(self, index):
+        """4 images tiled around a random centre on a 2*img_size canvas, then warped back to img_size."""
+        s = self.img_size
+        yc, xc = (int(random.uniform(-b, 2 * s + b)) for b in self.mosaic_border)  # centre in [s/2, 3s/2]
+        indices = [index] + random.choices(self.indices, k=3)
+        random.shuffle(indices)
+        canvas = np.full((s * 2, s * 2, 3), 114, dtype=np.uint8)
+        labels4 = []
+        for i, idx in enumerate(indices):  # quadrants: top-left, top-right, bottom-left, bottom-right
+            im, _, (h, w) = self.load_image(idx)
+            px, py = (xc - w if i in (0, 2) else xc), (yc - h if i in (0, 1) else yc)  # image top-left on canvas
+            x1, y1, x2, y2 = max(px, 0), max(py, 0), min(px + w, 2 * s), min(py + h, 2 * s)
+            canvas[y1:y2, x1:x2] = im[y1 - py:y2 - py, x1 - px:x2 - px]
+            labels = self.labels[idx].astype(np.float64)
+            if labels.size:
+                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, padw=px, padh=py)
+            labels4.append(labels)
+        labels4 = np.concatenate(labels4, 0)
+        labels4[:, 1:] = labels4[:, 1:].clip(0, 2 * s)
+        hyp = self.hyp
+        return random_perspective(canvas, labels4, degrees=hyp['degrees'], translate=hyp['translate'],
+                                  scale=hyp['scale'], shear=hyp['shear'], perspective=hyp['perspective'],
+                                  border=self.mosaic_border)
+
+    @staticmethod
+    def collate_fn(batch):
+        """Stack images and concatenate labels, writing each label's image index into column 0."""
+        im, labels, paths, shapes = zip(*batch)
+        for i, lb in enumerate(labels):
+            lb[:, 0] = i
+        return torch.stack(im, 0), torch.cat(labels, 0), paths, shapes
+
+
+def seed_worker(worker_id):
+    """Seed numpy and random in each dataloader worker from torch's per-worker seed."""
+    worker_seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+@contextmanager
+def rank_zero_first(rank):
+    """In DDP, let rank 0 build (and cache) the dataset before the other ranks read it."""
+    if rank not in (-1, 0):
+        dist.barrier()
+    yield
+    if rank == 0:
+        dist.barrier()
+
+
+def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=None, augment=False, cache=False,
+                      pad=0.0, rect=False, rank=-1, workers=8, image_weights=False, prefix='', shuffle=False, seed=0):
+    """Build LoadImagesAndLabels and its DataLoader (DistributedSampler when rank != -1); returns loader, dataset."""
+    if rect and shuffle:
+        LOGGER.warning(f'{prefix}WARNING: --rect is incompatible with DataLoader shuffle, setting shuffle=False')
+        shuffle = False
+    with rank_zero_first(rank):
+        dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
+                                      image_weights=image_weights, cache_images=cache, single_cls=single_cls,
+                                      stride=int(stride), pad=pad, prefix=prefix)
+    batch_size = min(batch_size, len(dataset))
+    nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
+    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
+                        sampler=sampler, pin_memory=torch.cuda.is_available(), collate_fn=dataset.collate_fn,
+                        worker_init_fn=seed_worker, generator=generator,
+                        persistent_workers=nw > 0 and not image_weights)  # image_weights: workers see new indices
+    return loader, dataset

@@ -1,0 +1,220 @@
+"""PyTorch helpers: devices, timing, BN fusion, model summary and FLOP counting, EMA."""
+import math
+import os
+import time
+from contextlib import contextmanager
+from copy import deepcopy
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.general import LOGGER
+
+LOCAL_RANK = int(os.getenv("LOCAL_RANK", -1))
+RANK = int(os.getenv("RANK", -1))
+WORLD_SIZE = int(os.getenv("WORLD_SIZE", 1))
+
+
+def select_device(device="", batch_size=0):
+    """'' (best available), 'cpu', '0' or '0,1,2,3' -> torch.device; checks the request can be met."""
+    s = f"YOLOv5 attention zoo, torch {torch.__version__} "
+    device = str(device).strip().lower().replace("cuda:", "").replace("none", "")
+    cpu = device == "cpu"
+    if cpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif device:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+        if not (torch.cuda.is_available() and torch.cuda.device_count() >= len(device.replace(",", ""))):
+            raise ValueError(f"Invalid CUDA '--device {device}' requested, use '--device cpu' or pass valid CUDA device(s)")
+    cuda = not cpu and torch.cuda.is_available()
+    if cuda:
+        devices = device.split(",") if device else "0"
+        n = len(devices)
+        if n > 1 and batch_size > 0 and batch_size % n:
+            raise ValueError(f"batch-size {batch_size} not multiple of GPU count {n}")
+        for i, d in enumerate(devices):
+            p = torch.cuda.get_device_properties(i)
+            s += f"{'' if i == 0 else ' ' * len(s)}CUDA:{d} ({p.name}, {p.total_memory / 1024 ** 2:.0f}MiB)\n"
+    else:
+        s += "CPU\n"
+    LOGGER.info(s.rstrip())
+    return torch.device("cuda:0" if cuda else "cpu")
+
+
+def time_sync():
+    """time.time() after waiting for pending CUDA work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.time()
+
+
+@contextmanager
+def torch_distributed_zero_first(local_rank):
+    """Let rank 0 go first (e.g. to build a dataset cache) while the other ranks wait."""
+    if local_rank not in (-1, 0):
+        dist.barrier(device_ids=[local_rank] if torch.cuda.is_available() else None)
+    yield
+    if local_rank == 0:
+        dist.barrier(device_ids=[0] if torch.cuda.is_available() else None)
+
+
+def is_parallel(model):
+    return type(model) in (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel)
+
+
+def de_parallel(model):
+    """The plain model inside DP/DDP."""
+    return model.module if is_parallel(model) else model
+
+
+def initialize_weights(model):
+    """YOLOv5 defaults: BN eps 1e-3 momentum 0.03, in-place activations."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+def fuse_conv_and_bn(conv, bn):
+    """One Conv2d equal to conv followed by bn (eval statistics)."""
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True,
+    ).requires_grad_(False).to(conv.weight.device)
+    w, b = conv.weight.double(), conv.bias.double() if conv.bias is not None else None  # fold in float64
+    scale = bn.weight.double() / torch.sqrt(bn.eps + bn.running_var.double())
+    fused.weight.copy_((w.view(conv.out_channels, -1) * scale.view(-1, 1)).view(fused.weight.shape))
+    b_conv = torch.zeros_like(scale) if b is None else b
+    fused.bias.copy_((b_conv - bn.running_mean.double()) * scale + bn.bias.double())
+    return fused
+
+
+def intersect_dicts(da, db, exclude=()):
+    """Items of da whose key is in db with the same shape, skipping keys containing an excluded word."""
+    return {k: v for k, v in da.items() if k in db and not any(x in k for x in exclude) and v.shape == db[k].shape}
+
+
+def _stride_and_channels(model):
+    stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+    ch = model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3
+    return stride, ch
+
+
+def _input_shape(model, img_size):
+    stride, ch = _stride_and_channels(model)
+    hw = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
+    return (1, ch, *[math.ceil(x / stride) * stride for x in hw])
+
+
+def legacy_gflops(model, img_size=640):
+    """v6.1's figure: module-hook MACs x 2 on a stride-sized input, scaled to img_size (misses functional ops)."""
+    stride, ch = _stride_and_channels(model)
+    hw = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
+    macs = _hook_macs(deepcopy(model), torch.zeros(1, ch, stride, stride, device=_device(model)))
+    return macs * 2 / 1e9 * hw[0] / stride * hw[1] / stride
+
+
+def _device(model):
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _hook_macs(model, x):
+    """Sum of per-module MACs counted by forward hooks (Conv, Linear, BatchNorm, average pools), like thop."""
+    total = [0]
+
+    def conv(m, inp, out):
+        k = m.weight[0].numel()
+        total[0] += out.numel() * (k + (m.bias is not None))
+
+    def linear(m, inp, out):
+        total[0] += out.numel() * m.in_features
+
+    def norm(m, inp, out):  # normalise (2) and affine (2) per element
+        total[0] += (4 if m.affine else 2) * inp[0].numel()
+
+    def pool(m, inp, out):
+        total[0] += out.numel() * (inp[0].shape[-1] * inp[0].shape[-2] // max(out.shape[-1] * out.shape[-2], 1) + 1)
+
+    rules = {nn.Conv2d: conv, nn.Conv1d: conv, nn.Linear: linear, nn.BatchNorm2d: norm, nn.AdaptiveAvgPool2d: pool}
+    handles = [m.register_forward_hook(rules[type(m)]) for m in model.modules() if type(m) in rules]
+    with torch.no_grad():
+        model.eval()(x.to(next(model.parameters()).dtype))
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def exact_flops(model, img_size=640, batch_size=1):
+    """FLOPs of one forward pass at the real input size, every op counted by torch.utils.flop_counter."""
+    shape = _input_shape(model, img_size)
+    shape = (batch_size, *shape[1:])
+    m = deepcopy(model).eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        m = m.to("meta")
+        x = torch.zeros(shape, device="meta", dtype=next(m.parameters()).dtype)
+        with torch.no_grad(), counter:
+            m(x)
+    except (RuntimeError, NotImplementedError):
+        counter = FlopCounterMode(display=False)
+        m = deepcopy(model).eval()
+        with torch.no_grad(), counter:
+            m(torch.zeros(shape, device=_device(model), dtype=next(m.parameters()).dtype))
+    return counter.get_total_flops()
+
+
+def model_info(model, verbose=False, img_size=640):
+    """Print the v6.1 summary line, then the exact GFLOPs at the real input size."""
+    n_p = sum(x.numel() for x in model.parameters())
+    n_g = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    if verbose:
+        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} {'sigma':>10}")
+        for i, (name, p) in enumerate(model.named_parameters()):
+            name = name.replace("module_list.", "")
+            LOGGER.info(
+                "%5g %40s %9s %12g %20s %10.3g %10.3g"
+                % (i, name, p.requires_grad, p.numel(), list(p.shape), p.mean(), p.std() if p.numel() > 1 else 0)
+            )
+    fs = ""
+    try:
+        fs = f", {legacy_gflops(model, img_size):.1f} GFLOPs"
+    except (RuntimeError, TypeError, ValueError, StopIteration) as e:
+        LOGGER.warning(f"WARNING: GFLOPs not computed: {e}")
+    LOGGER.info(f"Model Summary: {len(list(model.modules()))} layers, {n_p} parameters, {n_g} gradients{fs}")
+    if fs:
+        shape = _input_shape(model, img_size)
+        LOGGER.info(f"Exact: {exact_flops(model, img_size) / 1e9:.2f} GFLOPs at {shape[2]}x{shape[3]} "
+                    "(torch.utils.flop_counter: every conv, matmul and bmm, attention blocks included)")
+
+
+class ModelEMA:
+    """Exponential moving average of weights with a warm-up ramp d = decay (1 - exp(-updates / 2000))."""
+
+    def __init__(self, model, decay=0.9999, updates=0):
+        self.ema = deepcopy(de_parallel(model)).eval()
+        self.updates = updates
+        self.decay = lambda x: decay * (1 - math.exp(-x / 2000))
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model):
+        with torch.no_grad():
+            self.updates += 1
+            d = self.decay(self.updates)
+            msd = de_parallel(model).state_dict()
+            for k, v in self.ema.state_dict().items():
+                if v.dtype.is_floating_point:
+                    v *= d
+                    v += (1 - d) * msd[k].detach()
+
+    def update_attr(self, model, include=(), exclude=("process_group", "reducer")):
+        """Copy plain attributes (names, nc, hyp, ...) from model."""
+        for k, v in model.__dict__.items():
+            if (len(include) and k not in include) or k.startswith("_") or k in exclude:
+                continue
+            setattr(self.ema, k, v)
