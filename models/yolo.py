@@ -107,8 +107,8 @@ class Model(nn.Module):
         except LayerError as e:
             raise ModelConfigError(f"{self.yaml_file}: {e}") from e.__cause__
         m.stride = torch.tensor([s / x.shape[-2] for x in outputs])
+        check_anchor_order(m)  # in pixels, before the anchors move to grid units
         m.anchors /= m.stride.view(-1, 1, 1)
-        check_anchor_order(m)
         self.stride = m.stride
         self._initialize_biases()
 

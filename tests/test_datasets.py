@@ -53,7 +53,8 @@ def write_pair(root, name, rows, split='train', **kw):
 def tiny(tmp_path):
     """A 6-image dataset with normal labels."""
     for i in range(6):
-        write_pair(tmp_path, f'im{i}.jpg', f'{i % 2} 0.5 0.5 0.4 0.3\n0 0.25 0.3 0.2 0.2\n', h=60 + 10 * i, w=90, seed=i)
+        rows = f'{i % 2} 0.5 0.5 0.4 0.3\n0 0.25 0.3 0.2 0.2\n'
+        write_pair(tmp_path, f'im{i}.jpg', rows, h=60 + 10 * i, w=90, seed=i)
     return tmp_path
 
 
@@ -244,7 +245,7 @@ def test_load_streams_reads_a_video_until_it_ends(tmp_path):
 
 
 def test_synthetic_shapes_are_deterministic_and_labels_exact(tmp_path):
-    a, b = make_shapes(tmp_path / 'a', n_train=6, n_val=2, seed=3), make_shapes(tmp_path / 'b', n_train=6, n_val=2, seed=3)
+    a, b = (make_shapes(tmp_path / d, n_train=6, n_val=2, seed=3) for d in 'ab')
     files = sorted(p.relative_to(a) for p in a.rglob('*.*'))
     assert len(files) == 16 and files == sorted(p.relative_to(b) for p in b.rglob('*.*'))
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)

@@ -45,7 +45,7 @@ def test_names_nc_mismatch_and_missing_dataset_are_clear_errors(tmp_path):
         check_dataset({'path': str(tmp_path / 'nothing'), 'train': 'images', 'val': 'images', 'nc': 1})
     with pytest.raises(FileNotFoundError, match='still does not exist'):
         check_dataset({'path': str(tmp_path / 'nothing'), 'train': 'images', 'val': 'images', 'nc': 1,
-                       'download': 'bash true'})
+                       'download': 'bash -c true'})
 
 
 def test_zip_url_download_on_loopback(tmp_path):
@@ -71,7 +71,7 @@ def test_safe_download_failure_is_clear_and_leaves_nothing(tmp_path):
 def test_bash_and_python_download_steps(tmp_path):
     root = tmp_path / 'ds'
     d = check_dataset({'path': str(root), 'train': 'images', 'val': 'images', 'nc': 1,
-                       'download': f"bash mkdir -p '{root}/images'"})
+                       'download': f"bash -c 'mkdir -p {root}/images'"})
     assert Path(d['val']).is_dir()
     script = "from utils.synthetic import make_shapes\nmake_shapes(yaml['path'], n_train=3, n_val=2)\n"
     d = check_dataset({'path': str(tmp_path / 'shapes'), 'train': 'images/train', 'val': 'images/val',
@@ -109,3 +109,10 @@ def test_hyp_yamls_match_v61_values():
     assert med == {**low, 'lrf': 0.1, 'cls': 0.3, 'obj': 0.7, 'scale': 0.9, 'mixup': 0.1}
     high = yaml.safe_load((ROOT / 'data' / 'hyps' / 'hyp.scratch-high.yaml').read_text())
     assert high == med  # copy_paste would be 0.1 in v6.1; it needs segment labels, so it is 0 here
+
+
+def test_shapes_yaml_download_generates_the_bundled_dataset(tmp_path):
+    data = yaml.safe_load((ROOT / 'data' / 'shapes.yaml').read_text())
+    d = check_dataset({**data, 'path': str(tmp_path / 'shapes')})
+    assert len(list(Path(d['train']).glob('*.jpg'))) == 240 and len(list(Path(d['val']).glob('*.jpg'))) == 60
+    assert len(list((tmp_path / 'shapes' / 'labels' / 'val').glob('*.txt'))) == 60

@@ -120,7 +120,9 @@ def test_nms_conf_max_det_and_classes():
 
 def test_nms_multi_label_and_validation():
     rows = [[50, 50, 20, 20, 0.9, 0.8, 0.6, 0.1]]
-    assert len(non_max_suppression(_pred(rows, 3))[0]) == 1
+    pred = _pred(rows, 3)
+    assert len(non_max_suppression(pred)[0]) == 1
+    assert torch.equal(pred, _pred(rows, 3))  # input left untouched
     out = non_max_suppression(_pred(rows, 3), multi_label=True)[0]
     assert sorted(out[:, 5].tolist()) == [0, 1]
     assert len(non_max_suppression(_pred(rows, 3), conf_thres=0.95)[0]) == 0

@@ -147,8 +147,7 @@ def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=Non
             x = torch.cat((x, _apriori_rows(labels[xi], nc, x)), 0)
         if not x.shape[0]:
             continue
-        x = x.clone()
-        x[:, 5:] *= x[:, 4:5]
+        x[:, 5:] *= x[:, 4:5]  # x is a copy (boolean indexing), so the input is untouched
         x = _candidates(x, conf_thres, multi_label)
         if classes is not None:
             x = x[(x[:, 5:6] == torch.tensor(classes, device=x.device)).any(1)]

@@ -161,8 +161,9 @@ def scan_labels(img_files, label_files, cache_path, prefix=''):
 
 def cache_path_for(path, label_files):
     """<labels dir>.cache for a dir source, <list>.cache for a .txt source."""
-    p = Path(path) if isinstance(path, (str, Path)) else None
-    return p.with_suffix('.cache') if p is not None and p.is_file() else Path(label_files[0]).parent.with_suffix('.cache')
+    if isinstance(path, (str, Path)) and Path(path).is_file():
+        return Path(path).with_suffix('.cache')
+    return Path(label_files[0]).parent.with_suffix('.cache')
 
 
 def load_labels(path, img_files, label_files, prefix=''):
@@ -202,7 +203,8 @@ class LoadImagesAndLabels(Dataset):
         cache, self.cache_path = load_labels(path, img_files, img2label_paths(img_files), prefix)
         nm, nf, ne, nc = cache['results']
         if nf == 0 and augment:
-            raise ValueError(f'{prefix}no labels found for {path} (cache {self.cache_path}): cannot train without labels')
+            raise ValueError(f'{prefix}no labels found for {path} (cache {self.cache_path}): '
+                             f'cannot train without labels')
         if not cache['labels']:
             raise ValueError(f'{prefix}all {cache["n"]} images in {path} are corrupt or unreadable, see the warnings')
         self.img_files = list(cache['labels'])

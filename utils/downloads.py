@@ -49,6 +49,7 @@ def download(url, dir='.', unzip=True, delete=True, threads=1):
     dir.mkdir(parents=True, exist_ok=True)
 
     def fetch(u):
+        """Download (if absent) and unzip one URL."""
         f = dir / Path(u).name
         if not f.exists():
             safe_download(f, u)

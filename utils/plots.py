@@ -207,15 +207,15 @@ def _draw_targets(annotator, ti, names, origin, hw, scale, normalised):
 
 
 def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max_size=1920, max_subplots=16):
-    """Save a mosaic of a batch (tensor or array, 0..1 or 0..255) with its label or prediction boxes."""
+    """Save (and return as RGB uint8) a mosaic of a batch (0..1 or 0..255) with its label or prediction boxes."""
     images, targets = _to_numpy(images), _to_numpy(targets)
     targets = targets.reshape(-1, targets.shape[-1]) if targets.size else np.zeros((0, 6), dtype=np.float32)
-    if images.ndim != 4:
-        raise ValueError(f"plots.py plot_images: expected a (bs, 3, h, w) batch, got shape {images.shape}")
-    if images.size and images.max() <= 1:
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"plots.py plot_images: expected a non-empty (bs, 3, h, w) batch, got {images.shape}")
+    if images.max() <= 1:
         images *= 255
     images = images[:max_subplots]
-    bs, _, h0, w0 = images.shape
+    bs = len(images)
     ns = math.ceil(bs ** 0.5)
     mosaic, h, w, scale = _batch_mosaic(images, ns, max_size)
     normalised = len(targets) and targets[:, 2:6].max() <= 1.01  # else pixel boxes of the input batch

@@ -1,0 +1,316 @@
+"""Block-level tests of models/attention: shapes, dtypes, batch independence, ONNX, and each block's math."""
+import copy
+import inspect
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import models.attention as att
+from models.attention.channel import eca_kernel_size
+from models.attention.soca import centre_crop, centred_covariance, newton_schulz_sqrt
+
+C = 16
+# name -> (constructor from (c1, c2), output channels, stride)
+BLOCKS = {
+    "SOCA": (lambda c1, c2: att.SOCA(c1, c2), C, 1),
+    "SE": (lambda c1, c2: att.SE(c1, c2), C, 1),
+    "CBAM": (lambda c1, c2: att.CBAM(c1, c2), C, 1),
+    "DoubleAttention": (lambda c1, c2: att.DoubleAttention(c1, c2), C, 1),
+    "SKAttention": (lambda c1, c2: att.SKAttention(c1, c2), C, 1),
+    "scSE": (lambda c1, c2: att.scSE(c1, c2), C, 1),
+    "SGE": (lambda c1, c2: att.SGE(c1, c2, 4), C, 1),
+    "SCConv": (lambda c1, c2: att.SCConv(c1, c2, 3, 2), 24, 2),
+    "SplitAttn": (lambda c1, c2: att.SplitAttn(c1, c2, 3, 2), 24, 2),
+    "DynamicConv": (lambda c1, c2: att.DynamicConv(c1, c2, 3, 2, None, 2), 24, 2),
+    "ECA": (lambda c1, c2: att.ECA(c1, c2), C, 1),
+    "CoordAtt": (lambda c1, c2: att.CoordAtt(c1, c2), C, 1),
+    "SimAM": (lambda c1, c2: att.SimAM(c1, c2), C, 1),
+}
+KEEP = [n for n, (_, c2, _) in BLOCKS.items() if c2 == C]
+ALIASES = {
+    "SElayer": "SE", "SEAttention": "SE", "DoubleAttentionLayer": "DoubleAttention", "A2": "DoubleAttention",
+    "SKConv": "SKAttention", "SpatialGroupEnhance": "SGE", "ResNeSt": "SplitAttn", "Dynamic_conv2d": "DynamicConv",
+}
+
+
+def build(name):
+    make, c2, _ = BLOCKS[name]
+    return make(C, c2)
+
+
+def out_shape(name, b, h, w):
+    _, c2, s = BLOCKS[name]
+    return (b, c2, -(-h // s), -(-w // s))
+
+
+def close(a, b, rel):
+    return (a.float() - b.float()).abs().max().item() <= rel * max(b.abs().max().item(), 1.0)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("b", [1, 4])
+def test_forward_backward_rectangular(name, b):
+    m = build(name).train()
+    x = torch.randn(b, C, 20, 13, requires_grad=True)
+    y = m(x)
+    assert y.shape == out_shape(name, b, 20, 13)
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_batch_items_independent(name):
+    m = build(name).eval()
+    x = torch.randn(4, C, 12, 9)
+    with torch.no_grad():
+        together, alone = m(x), torch.cat([m(x[i : i + 1]) for i in range(4)])
+    assert close(together, alone, 1e-5)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 5)])
+def test_tiny_maps(name, hw):
+    m = build(name).eval()
+    with torch.no_grad():
+        y = m(torch.randn(1, C, *hw))
+    assert y.shape == out_shape(name, 1, *hw) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_half_on_cpu(name):
+    m = build(name).eval()
+    x = torch.randn(2, C, 20, 13)
+    with torch.no_grad():
+        ref = m(x)
+        y = copy.deepcopy(m).half()(x.half())
+    assert y.dtype == torch.float16 and close(y, ref, 2e-2)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_bfloat16_autocast(name):
+    m = build(name).eval()
+    x = torch.randn(2, C, 20, 13)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+    assert close(y, ref, 6e-2)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_double_follows_input_dtype(name):
+    m = build(name).eval()
+    x = torch.randn(2, C, 20, 13)
+    with torch.no_grad():
+        ref = m(x)
+        y = copy.deepcopy(m).double()(x.double())
+    assert y.dtype == torch.float64 and close(y, ref, 1e-5)
+
+
+def onnx_matches(m, path, dynamo):
+    """Export with a dynamic batch at batch 2, run onnxruntime at batch 3, compare with PyTorch."""
+    import onnxruntime as ort
+
+    m.eval()
+    kw = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "batch"}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.randn(2, C, 20, 13),), str(path), opset_version=17, dynamo=dynamo,
+                          input_names=["x"], output_names=["y"], **kw)
+    x = torch.randn(3, C, 20, 13)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        ref = m(x).numpy()
+    return y.shape == ref.shape and np.abs(y - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_onnx_torchscript_exporter(name, tmp_path):
+    assert onnx_matches(build(name), tmp_path / f"{name}.onnx", dynamo=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BLOCKS)
+def test_onnx_dynamo_exporter(name, tmp_path):
+    assert onnx_matches(build(name), tmp_path / f"{name}.onnx", dynamo=True)
+
+
+@pytest.mark.parametrize("name", KEEP)
+def test_keep_blocks_reject_other_c2(name):
+    with pytest.raises(ValueError, match=f"{name}.*c2"):
+        BLOCKS[name][0](C, 2 * C)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_reduction_named(bad):
+    with pytest.raises(ValueError, match="SE: r must be an int"):
+        att.SE(C, C, bad)
+
+
+def test_names_aliases_and_docstrings():
+    from models import common
+
+    for alias, name in ALIASES.items():
+        assert getattr(att, alias) is getattr(att, name) is getattr(common, alias)
+    for name in BLOCKS:
+        cls = getattr(common, name)
+        assert cls.__doc__ and "\n" not in cls.__doc__.strip()
+        assert list(inspect.signature(cls).parameters)[:2] == ["c1", "c2"]
+    assert set(att.__all__) == set(BLOCKS) | set(ALIASES)
+
+
+class MaxOutput(TorchDispatchMode):
+    """Records the largest tensor any aten op produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
+                self.numel, self.op = t.numel(), (func, tuple(t.shape))
+        return out
+
+
+def test_soca_memory_linear_in_positions():
+    b, c, m = 2, 64, 160 * 160
+    block = att.SOCA(c, c).to("meta")  # meta tensors: shapes only, so an M x M op shows without allocating 2.6 GB
+    x = torch.randn(b, c, 160, 160, device="meta", requires_grad=True)
+    with MaxOutput() as rec:
+        block(x).sum().backward()
+    assert rec.numel <= b * c * m, f"an op built {rec.op}, larger than the (B, C, M) features"
+
+
+def test_soca_covariance_equals_centring_matrix_form():
+    x = torch.randn(2, 5, 30, dtype=torch.float64)
+    m = x.shape[2]
+    centring = torch.eye(m, dtype=x.dtype) - torch.ones(m, m, dtype=x.dtype) / m
+    assert torch.allclose(centred_covariance(x), x @ centring @ x.transpose(1, 2) / m)
+
+
+def test_newton_schulz_square_root():
+    q, _ = torch.linalg.qr(torch.randn(3, 6, 6, dtype=torch.float64))
+    lam = torch.rand(3, 6, dtype=torch.float64) + 0.5
+    a = q @ torch.diag_embed(lam) @ q.transpose(1, 2)
+    root = q @ torch.diag_embed(lam.sqrt()) @ q.transpose(1, 2)
+    assert torch.allclose(newton_schulz_sqrt(a, iters=40), root, atol=1e-8)
+    five = newton_schulz_sqrt(a)  # the block's 5 iterations already land close for a well-conditioned matrix
+    assert (five - root).abs().max() < 0.05 and not torch.allclose(five, root, atol=1e-8)
+
+
+def test_soca_fp16_computes_in_fp32():
+    m = att.SOCA(C, C).eval()
+    x = torch.randn(2, C, 20, 13) * 30
+    d32 = m.descriptor(x)
+    d16 = m.descriptor(x.half())
+    assert d16.dtype == torch.float16 and torch.isfinite(d16).all() and close(d16, d32, 1e-2)
+
+
+def test_soca_centre_crop():
+    x = torch.arange(1003 * 4 * 2, dtype=torch.float32).view(1, 2, 1003, 4)
+    assert torch.equal(centre_crop(x), x[:, :, 1:1001])
+    assert torch.equal(centre_crop(x, max_side=2), x[:, :, 500:502, 1:3])
+
+
+def test_eca_kernel_size():
+    assert [eca_kernel_size(c) for c in (16, 64, 256, 512, 1024)] == [3, 3, 5, 5, 5]
+
+
+def test_double_attention_matches_explicit_sums():
+    m = att.DoubleAttention(4, 4, 3, 2).double()
+    torch.nn.init.normal_(m.proj.weight)
+    x = torch.randn(1, 4, 3, 5, dtype=torch.float64)
+    a, bm, v = (conv(x)[0].flatten(1) for conv in (m.conv_a, m.conv_b, m.conv_v))
+    att_b = bm.exp() / bm.exp().sum(1, keepdim=True)  # each of the c_n maps: a distribution over the 15 positions
+    att_v = v.exp() / v.exp().sum(0, keepdim=True)  # each position: a distribution over the c_n descriptors
+    g = torch.stack([torch.stack([(a[i] * att_b[j]).sum() for j in range(2)]) for i in range(3)])
+    z = torch.stack([sum(g[:, j] * att_v[j, p] for j in range(2)) for p in range(15)], 1)
+    ref = x + m.proj(z.view(1, 3, 3, 5))
+    assert torch.allclose(m(x), ref)
+
+
+def test_double_attention_starts_as_identity():
+    x = torch.randn(2, C, 6, 5)
+    assert torch.equal(att.DoubleAttention(C, C)(x), x)
+
+
+@pytest.mark.parametrize("make", [lambda: att.SKAttention(C, C, 3), lambda: att.SplitAttn(C, 24, 3, 1, 2, 2)])
+def test_uniform_selection_averages_branches(make):
+    m = make().eval()
+    last = m.fc[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    x = torch.randn(2, C, 8, 7)
+    with torch.no_grad():
+        if isinstance(m, att.SKAttention):
+            mean = torch.stack([branch(x) for branch in m.branches]).mean(0)
+        else:
+            mean = m.conv(x).view(2, m.radix, m.c2, 8, 7).mean(1)
+        assert torch.allclose(m(x), mean, atol=1e-6)
+
+
+def test_split_attention_radix_one_uses_sigmoid():
+    m = att.SplitAttn(C, C, 3, 1, 1, 1).eval()
+    torch.nn.init.zeros_(m.fc[-1].weight)
+    torch.nn.init.zeros_(m.fc[-1].bias)
+    x = torch.randn(1, C, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(m(x), 0.5 * m.conv(x), atol=1e-6)
+
+
+def test_sge_needs_divisible_groups():
+    with pytest.raises(ValueError, match="SGE: channels"):
+        att.SGE(12, 12, 8)
+
+
+def test_simam_energy_weights():
+    x = torch.ones(1, 1, 3, 3)
+    x[0, 0, 1, 1] = 3.0
+    mu = 11 / 9
+    d_centre, d_other = (3 - mu) ** 2, (1 - mu) ** 2
+    var = (d_centre + 8 * d_other) / 8  # sum over the other n = h*w - 1 neurons' normaliser
+    inv_energy = [d / (4 * (var + 1e-4)) + 0.5 for d in (d_centre, d_other)]
+    w = att.SimAM(1, 1)(x) / x
+    expected = torch.sigmoid(torch.tensor(inv_energy))
+    assert torch.allclose(w[0, 0, 1, 1], expected[0]) and torch.allclose(w[0, 0, 0, 0], expected[1])
+    assert w[0, 0, 1, 1] > w[0, 0, 0, 0]  # the distinctive neuron (lowest energy) is weighted most
+
+
+@pytest.mark.parametrize("g", [1, 2])
+def test_dynamic_conv_kernel_mix_equals_output_mix(g):
+    m = att.DynamicConv(C, 24, 3, 2, None, g).eval()
+    x = torch.randn(3, C, 11, 8)
+    a = (m.attention(x).flatten(1) / m.temperature).softmax(1)
+    assert torch.allclose(m.mix_kernels(x, a), m.mix_outputs(x, a), atol=1e-5)
+
+
+def test_dynamic_conv_temperature_schedule_and_persistence():
+    m = att.DynamicConv(C, C)
+    taus = [m.epoch_update(e, 300)["temperature"] for e in (0, 5, 10, 40)]
+    assert taus == [30.0, 15.5, 1.0, 1.0] and m.temperature == 1.0
+    m.epoch_update(2, 300)
+    assert pickle.loads(pickle.dumps(m)).temperature == copy.deepcopy(m).temperature == m.temperature == 30 - 29 * 0.2
+    with pytest.raises(ValueError, match="DynamicConv.epoch_update"):
+        m.epoch_update(-1, 300)
+
+
+def test_dynamic_conv_temperature_sharpens_attention():
+    m = att.DynamicConv(C, C).eval()
+    x = torch.randn(1, C, 6, 6)
+    logits = m.attention(x).flatten(1)
+    m.epoch_update(10, 300)
+    soft, sharp = (logits / 30).softmax(1), (logits / m.temperature).softmax(1)
+    assert sharp.max() > soft.max()
+
+
+def test_seed_dynamic_conv2d_arguments():
+    m = att.Dynamic_conv2d(32, 16, 1, 1)
+    assert m(torch.randn(2, 32, 9, 6)).shape == (2, 16, 9, 6) and m.weight.shape == (4, 16, 32, 1, 1)
