@@ -65,6 +65,14 @@ def test_forward_backward_rectangular(name, b):
 
 
 @pytest.mark.parametrize("name", BLOCKS)
+def test_trains_at_batch_one_on_a_small_map(name):
+    m = build(name).train()
+    x = torch.randn(1, C, 2, 3, requires_grad=True)
+    m(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", BLOCKS)
 def test_batch_items_independent(name):
     m = build(name).eval()
     x = torch.randn(4, C, 12, 9)

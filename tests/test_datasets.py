@@ -63,12 +63,14 @@ def test_img2label_paths_replaces_last_images_dir():
     assert img2label_paths([p]) == [f'{os.sep}data{os.sep}images{os.sep}x{os.sep}labels{os.sep}a.b.txt']
 
 
-def test_list_files_dir_glob_txt_list_and_missing(tiny):
+def test_list_files_dir_glob_txt_list_and_missing(tiny, logs):
     d = tiny / 'images' / 'train'
-    (tiny / 'list.txt').write_text('images/train/im0.jpg\n\n./images/train/im1.jpg\n' + str(d / 'im2.jpg') + '\n')
+    lines = ['images/train/im0.jpg', '', './images/train/im1.jpg', str(d / 'im2.jpg'), 'gone.jpg']
+    (tiny / 'list.txt').write_text('\n'.join(lines) + '\n')
     assert len(list_files(str(d))) == 6
     assert len(list_files(str(d / 'im*.jpg'))) == 6
     assert [Path(f).name for f in list_files(tiny / 'list.txt')] == ['im0.jpg', 'im1.jpg', 'im2.jpg']
+    assert any('list.txt: 1 listed files do not exist' in m and 'gone.jpg' in m for m in logs)
     assert len(list_files([str(d / 'im0.jpg'), str(tiny / 'list.txt')])) == 4
     with pytest.raises(FileNotFoundError, match='nope'):
         list_files(str(tiny / 'nope'))

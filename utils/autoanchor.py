@@ -84,6 +84,8 @@ def check_anchors(dataset, model, thr=4.0, imgsz=640):
         m.anchors[:] = torch.tensor(new, device=m.anchors.device).type_as(m.anchors).view_as(m.anchors)
         check_anchor_order(m)  # on pixel sizes: flipping grid-unit anchors would rescale them by the stride ratios
         m.anchors /= stride  # to grid units
+        m.grid = [torch.zeros(1)] * m.nl  # drop decode grids cached with the old anchors
+        m.anchor_grid = [torch.zeros(1)] * m.nl
         LOGGER.info(f"{PREFIX}New anchors (BPR {new_bpr:.4f}) saved to model. "
                     "Update model *.yaml to use these anchors in the future.")
     else:

@@ -18,6 +18,7 @@ _PLAIN = {
     ("collections", "OrderedDict"), ("builtins", "set"), ("__builtin__", "set"), ("builtins", "frozenset"),
     ("builtins", "slice"), ("torch", "Size"), ("torch", "device"), ("torch.storage", "UntypedStorage"),
     ("torch.storage", "TypedStorage"), ("torch.storage", "_load_from_bytes"),
+    ("_codecs", "encode"),  # bytes of numpy scalars (e.g. an np.float64 lr in optimizer state) under protocol 2
 }
 _NUMPY = {"_reconstruct", "scalar", "ndarray", "dtype"}
 

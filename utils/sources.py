@@ -25,7 +25,11 @@ def img2label_paths(img_paths):
 def _read_list(txt):
     """Paths listed one per line in a .txt file; relative lines are resolved against the file's folder."""
     lines = [x.strip() for x in Path(txt).read_text().splitlines() if x.strip()]
-    return [x if os.path.isabs(x) else os.path.normpath(os.path.join(Path(txt).parent, x)) for x in lines]
+    files = [x if os.path.isabs(x) else os.path.normpath(os.path.join(Path(txt).parent, x)) for x in lines]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        LOGGER.warning(f'WARNING: {txt}: {len(missing)} listed files do not exist and are skipped, e.g. {missing[:3]}')
+    return files
 
 
 def list_files(path, recursive=True):

@@ -57,7 +57,7 @@ class SCConv(nn.Module):
         a1, a2 = c1 // 2, c2 // 2  # self-calibrated half; the other half is a plain conv
         self.split, self.r = a1, r
         self.k1 = Conv(c1 - a1, c2 - a2, k, s)
-        self.k2 = Conv(a1, a1, k, act=False)
+        self.k2 = nn.Conv2d(a1, a1, k, padding=autopad(k))  # no BN: the pooled map may be 1x1 at batch size 1
         self.k3 = Conv(a1, a1, k, act=False)
         self.k4 = Conv(a1, a2, k, s)
 

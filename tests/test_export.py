@@ -1,0 +1,130 @@
+"""export.py: ONNX and TorchScript files that reproduce the PyTorch model, with v6.1's names and metadata."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import run
+from models.experimental import attempt_load
+from models.yolo import Model
+from utils.checkpoints import save_checkpoint
+
+H, W = 128, 160  # export size: a multiple of the stride, not square
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def n2_weights(tmp_path_factory):
+    """A random-init yolov5n (nc=2, eval) checkpoint saved the way train.py does (FP16 model)."""
+    torch.manual_seed(0)
+    model = Model("models/yolov5n.yaml", nc=2).eval()
+    path = tmp_path_factory.mktemp("n2") / "yolov5n.pt"
+    save_checkpoint({"epoch": -1, "model": model.half(), "ema": None}, path)
+    return path
+
+
+def normalised(y, h, w):
+    """Decoded output with box pixels divided by the image size, so one tolerance fits every column."""
+    y = np.array(y, dtype=np.float64)
+    y[..., [0, 2]] /= w
+    y[..., [1, 3]] /= h
+    return y
+
+
+def onnx_predict(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": x.numpy()})
+
+
+def torch_predict(weights, x):
+    with torch.no_grad():
+        return attempt_load(weights)(x)[0].numpy()
+
+
+def onnx_metadata(path):
+    return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+
+
+def test_onnx_static_matches_pytorch(n2_weights):
+    files = run(weights=n2_weights, include=["onnx"], imgsz=(H, W))
+    assert files == [n2_weights.with_suffix(".onnx")]
+    graph = onnx.load(str(files[0])).graph
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["output"]
+    x = torch.rand(1, 3, H, W)
+    (y,) = onnx_predict(files[0], x)
+    n_anchors = 3 * (H * W // 8 ** 2 + H * W // 16 ** 2 + H * W // 32 ** 2)
+    assert y.shape == (1, n_anchors, 7)
+    np.testing.assert_allclose(normalised(y, H, W), normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
+
+
+def test_onnx_dynamic_inplace_runs_other_batch_and_size(n2_weights):
+    (f,) = run(weights=n2_weights, include=["onnx"], imgsz=(H, W), dynamic=True, inplace=True)
+    for shape in [(2, 3, H, W), (1, 3, 64, 96)]:
+        x = torch.rand(*shape)
+        (y,) = onnx_predict(f, x)
+        h, w = shape[2:]
+        np.testing.assert_allclose(normalised(y, h, w), normalised(torch_predict(n2_weights, x), h, w), atol=TOL)
+
+
+def test_onnx_train_mode_exports_raw_maps(n2_weights):
+    (f,) = run(weights=n2_weights, include=["onnx"], imgsz=(H, W), train=True)
+    assert [o.name for o in onnx.load(str(f)).graph.output] == ["output", "output1", "output2"]
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        expected = attempt_load(n2_weights).train()(x)
+    for y, e in zip(onnx_predict(f, x), expected):
+        assert y.shape == (1, 3, e.shape[2], e.shape[3], 7)
+        np.testing.assert_allclose(y, e.numpy(), atol=TOL)
+
+
+def test_onnx_reference_checkpoint_metadata_and_outputs(ref_weights, reference, tmp_path):
+    weights = tmp_path / ref_weights.name
+    shutil.copy(ref_weights, weights)
+    (f,) = run(weights=weights, include=["onnx"], imgsz=320)
+    assert onnx_metadata(f) == {"stride": 32, "names": ["raccoon"]}
+    x = torch.from_numpy(np.load(reference / "bus_input_320.npy"))
+    (y,) = onnx_predict(f, x)
+    expected = np.load(reference / "bus_output_320.npy")  # v6.1, not fused: allow the BN-fusion rounding
+    np.testing.assert_allclose(normalised(y, 320, 320), normalised(expected, 320, 320), atol=1e-3)
+
+
+def test_torchscript_round_trip(n2_weights):
+    (f,) = run(weights=n2_weights, include=["torchscript"], imgsz=(H, W))
+    assert f == n2_weights.with_suffix(".torchscript")
+    extra = {"config.txt": ""}
+    ts = torch.jit.load(str(f), _extra_files=extra)
+    assert json.loads(extra["config.txt"]) == {"shape": [1, 3, H, W], "stride": 32, "names": ["0", "1"]}
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        y = ts(x)[0].numpy()
+    np.testing.assert_allclose(normalised(y, H, W), normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"include": ["tflite"]}, "tflite"),
+    ({"half": True, "device": "cpu"}, "--half only compatible with GPU export"),
+    ({"cfg": "yolov5n.yaml"}, "exactly one of --weights"),
+    ({"imgsz": (64, 64, 64)}, "--img takes one or two"),
+])
+def test_bad_options_give_clear_errors(n2_weights, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(**{"weights": n2_weights, **kwargs})
+
+
+def test_cfg_attention_variant_exports_to_onnx(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(1)
+    (f,) = run(cfg="yolov5n_SE.yaml", include=["onnx"], imgsz=(H, W))
+    assert f == tmp_path / "yolov5n_SE.onnx"
+    assert onnx_metadata(f)["names"] == [str(i) for i in range(80)]
+    torch.manual_seed(1)  # the same random init as inside run()
+    model = Model("yolov5n_SE.yaml").fuse().eval()
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        expected = model(x)[0].numpy()
+    (y,) = onnx_predict(f, x)
+    np.testing.assert_allclose(normalised(y, H, W), normalised(expected, H, W), atol=TOL)

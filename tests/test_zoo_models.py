@@ -1,0 +1,245 @@
+"""The attention variant yamls: placement, build at n (and s) scale, FLOPs, fuse, weight transfer, seed yamls."""
+import copy
+import functools
+import logging
+import warnings
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.config import ModelConfigError, load_model_yaml
+from models.yolo import Model
+from utils.general import LOGGER
+from utils.torch_utils import exact_flops
+from utils.transfer import log_transfer, transfer_weights
+
+# variant -> (inserted or replacing layers as (index, class name), whether it only inserts)
+VARIANTS = {
+    "SOCA": ([(24, "SOCA")], True),
+    "SE": ([(9, "SE")], True),
+    "CBAM": ([(9, "CBAM")], True),
+    "DoubleAttention": ([(3, "DoubleAttention")], True),
+    "SK": ([(9, "SKAttention")], True),
+    "scSE": ([(9, "scSE")], True),
+    "SGE": ([(9, "SGE")], True),
+    "SCConv": ([(9, "SCConv")], True),
+    "SplitAttn": ([(9, "SplitAttn")], True),
+    "dynamic": ([(10, "DynamicConv"), (14, "DynamicConv")], False),
+    "ECA": ([(9, "ECA")], True),
+    "CoordAtt": ([(9, "CoordAtt")], True),
+    "SimAM": ([(9, "SimAM")], True),
+}
+NO_MATMUL = {"SGE", "SimAM"}  # elementwise only: flop_counter counts nothing for them
+IMG = (64, 96)
+
+
+@functools.lru_cache(maxsize=None)
+def _built(cfg):
+    """Build once, quietly, without the summary's two FLOPs passes (test_summary_* checks those)."""
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        with mock.patch.object(Model, "info"):
+            return Model(cfg)
+    finally:
+        LOGGER.setLevel(logging.INFO)
+
+
+def build(cfg):
+    """A fresh copy of a cached model (building is the slow part)."""
+    return copy.deepcopy(_built(cfg))
+
+
+@functools.lru_cache(maxsize=None)
+def _base_flops():
+    return exact_flops(_built("yolov5n.yaml"), IMG)
+
+
+def layer_outputs(model, x):
+    """Every yaml layer's output for input x (eval mode)."""
+    outs = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: outs.__setitem__(m.i, o)) for m in model.model]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_placement_keeps_the_v61_layout(variant):
+    base, model = _built("yolov5n.yaml"), _built(f"yolov5n_{variant}.yaml")
+    changed, inserts_only = VARIANTS[variant]
+    assert [(i, type(model.model[i]).__name__) for i, _ in changed] == changed
+    kept = [type(m).__name__ for m in model.model if m.i not in dict(changed)]
+    assert kept == [type(m).__name__ for m in base.model if inserts_only or m.i not in dict(changed)]
+    src, dst = base.model[-1], model.model[-1]
+    assert [ch.in_channels for ch in dst.m] == [ch.in_channels for ch in src.m]
+    assert dst.f == {"SOCA": [17, 20, 24], "dynamic": [17, 20, 23]}.get(variant, [18, 21, 24])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("b", [1, 2])
+def test_variant_forward_backward(variant, b):
+    model = build(f"yolov5n_{variant}.yaml").train()
+    out = model(torch.randn(b, 3, *IMG))
+    assert [tuple(o.shape) for o in out] == [(b, 3, IMG[0] // s, IMG[1] // s, 85) for s in (8, 16, 32)]
+    sum(o.float().square().mean() for o in out).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        pred, _ = model(torch.randn(1, 3, *IMG))
+    assert pred.shape == (1, 3 * sum((IMG[0] // s) * (IMG[1] // s) for s in (8, 16, 32)), 85)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_exact_flops_count_the_attention(variant):
+    model = _built(f"yolov5n_{variant}.yaml")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        copy.deepcopy(model).eval()(torch.zeros(1, 3, *IMG))
+    flops = exact_flops(model, IMG)
+    assert isinstance(flops, int) and flops == counter.get_total_flops()
+    extra = flops - _base_flops()
+    assert extra == 0 if variant in NO_MATMUL else extra > 0
+    if variant == "SOCA":  # covariance bmm + 9 Newton-Schulz bmm on (256, 256) at P5 (2 x 3 positions)
+        assert extra >= 2 * 256 * 256 * 6 + 9 * 2 * 256**3
+
+
+def test_summary_prints_v61_and_exact_figures():
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        _built("yolov5n_SOCA.yaml").info(img_size=640)
+    finally:
+        LOGGER.removeHandler(handler)
+    assert any(x.startswith("Model Summary:") and x.endswith("GFLOPs") for x in lines)
+    assert any(x.startswith("Exact:") and "GFLOPs at 640x640" in x for x in lines)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fuse_leaves_attention_and_output_unchanged(variant):
+    model = build(f"yolov5n_{variant}.yaml").eval()
+    x = torch.randn(1, 3, *IMG)
+    with torch.no_grad():
+        ref = model(x)[0]
+        with mock.patch.object(Model, "info"):  # fuse() prints the summary; its FLOPs passes are tested elsewhere
+            out = model.fuse()(x)[0]
+    assert torch.allclose(out, ref, rtol=1e-3, atol=1e-3)
+    for i, name in VARIANTS[variant][0]:
+        assert type(model.model[i]).__name__ == name
+
+
+def _layer_keys(model, indices):
+    return [k for k in model.state_dict() if int(k.split(".")[1]) in indices]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_transfer_maps_base_weights_by_structure(variant):
+    base, model = _built("yolov5n.yaml"), build(f"yolov5n_{variant}.yaml")
+    changed, inserts_only = VARIANTS[variant]
+    csd, n, total, n_new = transfer_weights(base, model)
+    base_sd = base.state_dict()
+    not_transferable = 0 if inserts_only else len(_layer_keys(base, [i for i, _ in changed]))
+    assert n == len(csd) == len(base_sd) - not_transferable
+    assert total == len(model.state_dict()) and n_new == len(_layer_keys(model, [i for i, _ in changed]))
+    model.load_state_dict(csd, strict=False)
+    x = torch.randn(1, 3, *IMG)
+    ref, out = layer_outputs(base, x), layer_outputs(model, x)
+    first = changed[0][0]
+    assert all(torch.equal(out[i], ref[i]) for i in range(first))
+    if variant == "DoubleAttention":  # its residual projection starts at zero: the whole model is the base model
+        assert torch.equal(out[len(model.model) - 1][0], ref[len(base.model) - 1][0])
+
+
+def test_transfer_other_nc_and_excluded_anchors():
+    base, model = _built("yolov5n.yaml"), build("yolov5n_SE.yaml")
+    small = Model(dict(load_model_yaml("yolov5n_SE.yaml")[0], nc=3))
+    _, n, _, _ = transfer_weights(base, small)
+    assert n == len(base.state_dict()) - 6  # Detect's three 1x1 convs (weight, bias) depend on nc
+    csd, n, _, _ = transfer_weights(base, model, exclude=("anchor",))
+    assert n == len(base.state_dict()) - 1 and "model.25.anchors" not in csd
+
+
+def test_transfer_log_line():
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        log_transfer(349, 361, 12, "yolov5n.pt")
+    finally:
+        LOGGER.removeHandler(handler)
+    assert lines == ["Transferred 349/361 items (12 new) from yolov5n.pt"]
+
+
+def test_transfer_rejects_non_models():
+    with pytest.raises(TypeError, match="transfer_weights: the source"):
+        transfer_weights(torch.nn.Conv2d(1, 1, 1), _built("yolov5n.yaml"))
+
+
+def test_dynamic_temperature_through_model_epoch_update():
+    model = build("yolov5n_dynamic.yaml")
+    assert model.epoch_update(5, 300) == {"model.10.temperature": 15.5, "model.14.temperature": 15.5}
+
+
+def test_keep_block_with_wrong_channels_names_the_layer():
+    d = copy.deepcopy(load_model_yaml("yolov5n_SE.yaml")[0])
+    d["backbone"][9][3] = [512]
+    with pytest.raises(ModelConfigError, match="layer 9 SE"):
+        Model(d)
+
+
+def test_seed_yamls_build(shared):
+    seeds = shared / "seeds" / "yamls"
+    for name, module in (("seed000_yolov5_SOCA.yaml", "SOCA"), ("seed004_yolov5_dynamic.yaml", "DynamicConv")):
+        d, _ = load_model_yaml(str(seeds / name))
+        d["depth_multiple"], d["width_multiple"] = 0.33, 0.25  # the file's layers unchanged, at n size for speed
+        model = Model(d)
+        assert module in {type(m).__name__ for m in model.model}
+        assert model(torch.zeros(1, 3, *IMG))[0].shape[-1] == 85
+
+
+@pytest.mark.slow
+def test_seed_yamls_build_unchanged(shared):
+    for name in ("seed000_yolov5_SOCA.yaml", "seed004_yolov5_dynamic.yaml"):
+        Model(str(shared / "seeds" / "yamls" / name))
+
+
+def test_seed002_sppf_kernel_fails_clearly(shared):
+    path = shared / "seeds" / "yamls" / "seed002_yolov5s_SE.yaml"
+    with pytest.raises(ModelConfigError) as e:
+        Model(str(path))
+    msg = str(e.value)
+    assert path.name in msg and "layer 10" in msg and "SPPF" in msg and "512" in msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_s_scale(variant):
+    model = Model(f"yolov5s_{variant}.yaml")
+    assert model.yaml["width_multiple"] == 0.5
+    out = model(torch.randn(1, 3, *IMG))
+    assert out[2].shape == (1, 3, 2, 3, 85)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_onnx(variant, tmp_path):
+    import onnxruntime as ort
+
+    model = build(f"yolov5n_{variant}.yaml").eval()
+    path = str(tmp_path / f"{variant}.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, *IMG),), path, opset_version=17, dynamo=False,
+                          input_names=["images"], output_names=["output"], dynamic_axes={"images": {0: "batch"}})
+    x = torch.randn(2, 3, *IMG)
+    y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], {"images": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x)[0].numpy()
+    assert np.abs(y - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1.0)

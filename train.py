@@ -1,0 +1,481 @@
+"""Train a YOLOv5 model (any attention variant) on a custom dataset, exactly as YOLOv5 v6.1 trains.
+
+Usage:
+    python train.py --data data/shapes.yaml --cfg models/yolov5_SOCA.yaml --weights '' --img 640
+    python -m torch.distributed.run --nproc_per_node 2 train.py --device 0,1 ...
+"""
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import yaml
+from torch.optim import lr_scheduler
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+import val  # noqa: E402
+from models.experimental import attempt_load  # noqa: E402
+from models.yolo import Model  # noqa: E402
+from utils.autoanchor import check_anchors  # noqa: E402
+from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from utils.datasets import create_dataloader  # noqa: E402
+from utils.downloads import check_dataset  # noqa: E402
+from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
+                           init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
+from utils.loss import ComputeLoss  # noqa: E402
+from utils.metrics import fitness  # noqa: E402
+from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
+from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
+from utils.train_utils import (EarlyStopping, ResultsLogger, lr_lambda, multi_scale_size, scaled_shape,  # noqa: E402
+                               smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations)
+from utils.transfer import log_transfer, transfer_weights  # noqa: E402
+
+NBS = 64  # nominal batch size
+
+
+class Trainer:
+    """One training run: model, data, optimizer and the epoch loop."""
+
+    def __init__(self, hyp, opt, device):
+        self.opt, self.device, self.cuda = opt, device, device.type != "cpu"
+        self.save_dir = Path(opt.save_dir)
+        self.wdir = self.save_dir / "weights"
+        self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
+        self.hyp = self._load_hyp(hyp)
+        self.main = RANK in (-1, 0)
+        self.plots = not opt.evolve
+        init_seeds(opt.seed + 1 + RANK)
+        self.data = check_dataset(opt.data) if self.main or RANK == -1 else None
+        self.data = _broadcast(self.data)
+        self.nc = 1 if opt.single_cls else int(self.data["nc"])
+        names = self.data["names"]
+        self.names = ["item"] if opt.single_cls and len(names) != 1 else list(names.values() if isinstance(names, dict) else names)
+        self.is_coco = str(self.data.get("val", "")).endswith("coco/val2017.txt")
+
+    def _load_hyp(self, hyp):
+        if isinstance(hyp, (str, Path)):
+            with open(hyp, errors="ignore") as f:
+                hyp = yaml.safe_load(f)
+        LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+        if RANK in (-1, 0) and not self.opt.evolve:
+            self.wdir.mkdir(parents=True, exist_ok=True)
+            with open(self.save_dir / "hyp.yaml", "w") as f:
+                yaml.safe_dump(hyp, f, sort_keys=False)
+            with open(self.save_dir / "opt.yaml", "w") as f:
+                yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()}, f, sort_keys=False)
+        return dict(hyp)
+
+    def build_model(self):
+        """Model from --cfg or the checkpoint's yaml; pretrained tensors mapped by structure (variants included)."""
+        opt, w = self.opt, str(self.opt.weights)
+        self.ckpt = None
+        if w.endswith(".pt"):
+            self.ckpt = load_checkpoint(w, map_location="cpu")
+            src = (self.ckpt.get("ema") if opt.resume and self.ckpt.get("ema") else self.ckpt["model"]).float()
+            model = Model(opt.cfg or src.yaml, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"))
+            skip_anchors = bool(opt.cfg or self.hyp.get("anchors")) and not opt.resume
+            csd, n, total, new = transfer_weights(src, model)
+            if skip_anchors:
+                csd = {k: v for k, v in csd.items() if "anchor" not in k}
+            model.load_state_dict(csd, strict=False)
+            log_transfer(len(csd), total, new, w)
+        else:
+            model = Model(opt.cfg, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"))
+        self.model = model.to(self.device)
+        self._freeze(opt.freeze)
+
+    def _freeze(self, freeze):
+        layers = freeze if len(freeze) > 1 else range(freeze[0])
+        prefixes = [f"model.{x}." for x in layers]
+        for k, v in self.model.named_parameters():
+            v.requires_grad = True
+            if any(x in k for x in prefixes):
+                LOGGER.info(f"freezing {k}")
+                v.requires_grad = False
+
+    def build_optimizer(self):
+        opt, hyp = self.opt, self.hyp
+        self.gs = max(int(self.model.stride.max()), 32)
+        self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
+        self.batch_size = opt.batch_size
+        self.accumulate = max(round(NBS / self.batch_size), 1)
+        hyp["weight_decay"] *= self.batch_size * self.accumulate / NBS
+        self.optimizer = smart_optimizer(self.model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+        self.lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
+        self.scheduler = lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.ema = ModelEMA(self.model) if self.main else None
+        self.start_epoch, self.best_fitness = 0, 0.0
+        if self.ckpt is not None:
+            self._resume_state()
+        self.ckpt = None
+
+    def _resume_state(self):
+        ckpt, opt = self.ckpt, self.opt
+        if ckpt.get("optimizer") is not None and opt.resume:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.best_fitness = ckpt["best_fitness"]
+        if self.ema and ckpt.get("ema") is not None and opt.resume:
+            self.ema.ema.load_state_dict(ckpt["ema"].float().state_dict())
+            self.ema.updates = ckpt["updates"]
+        if not opt.resume:
+            return
+        self.start_epoch = ckpt["epoch"] + 1
+        if self.start_epoch <= 0:
+            raise ValueError(f"{opt.weights} training to {opt.epochs} epochs is finished, nothing to resume.\n"
+                             f"Start a new training without --resume, i.e. 'python train.py --weights {opt.weights}'")
+        LOGGER.info(f"Resuming training from {opt.weights} from epoch {self.start_epoch} to {opt.epochs} total epochs")
+
+    def build_data(self):
+        opt, hyp = self.opt, self.hyp
+        if self.cuda and RANK == -1 and torch.cuda.device_count() > 1:
+            LOGGER.warning("WARNING: DP not recommended, use torch.distributed.run for best DDP Multi-GPU results.")
+        if opt.sync_bn and self.cuda and RANK != -1:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model).to(self.device)
+            LOGGER.info("Using SyncBatchNorm()")
+        self.train_loader, self.dataset = create_dataloader(
+            self.data["train"], self.imgsz, self.batch_size // WORLD_SIZE, self.gs, opt.single_cls, hyp=hyp,
+            augment=True, cache=opt.cache, rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
+            image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed)
+        labels = np.concatenate(self.dataset.labels, 0)
+        mlc = int(labels[:, 0].max()) if len(labels) else 0
+        if mlc >= self.nc:
+            raise ValueError(f"Label class {mlc} exceeds nc={self.nc} in {opt.data}. Possible class labels are 0-{self.nc - 1}")
+        self.nb = len(self.train_loader)
+        if self.main:
+            self.val_loader = create_dataloader(
+                self.data["val"], self.imgsz, self.batch_size // WORLD_SIZE * 2, self.gs, opt.single_cls, hyp=hyp,
+                cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
+                prefix=colorstr("val: "))[0]
+            if not opt.resume:
+                if self.plots:
+                    plot_labels(labels, self.names, self.save_dir)
+                if not opt.noautoanchor:
+                    check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
+                self.model.half().float()  # pre-reduce anchor precision
+        if RANK != -1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[LOCAL_RANK] if self.cuda else None, output_device=LOCAL_RANK if self.cuda else None)
+        self._attach_hyp(labels)
+
+    def _attach_hyp(self, labels):
+        m, hyp, nl = de_parallel(self.model), self.hyp, de_parallel(self.model).model[-1].nl
+        hyp["box"] *= 3 / nl
+        hyp["cls"] *= self.nc / 80 * 3 / nl
+        hyp["obj"] *= (self.imgsz / 640) ** 2 * 3 / nl
+        hyp["label_smoothing"] = self.opt.label_smoothing
+        m.nc, m.hyp, m.names = self.nc, hyp, self.names
+        m.class_weights = labels_to_class_weights(self.dataset.labels, self.nc).to(self.device) * self.nc
+
+    def fit(self):
+        self.build_model()
+        self.build_optimizer()
+        self.build_data()
+        opt = self.opt
+        self.compute_loss = ComputeLoss(self.model)
+        self.stopper = EarlyStopping(patience=opt.patience)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.nw = warmup_iterations(self.hyp, self.nb)
+        self.last_opt_step = -1
+        self.maps = np.zeros(self.nc)
+        self.results = (0, 0, 0, 0, 0, 0, 0)
+        self.scheduler.last_epoch = self.start_epoch - 1
+        self.logger = ResultsLogger(self.save_dir, enabled=self.main and not opt.evolve)
+        self.rng = random.Random(opt.seed)
+        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
+                    f"Using {self.train_loader.num_workers * WORLD_SIZE} dataloader workers\n"
+                    f"Logging results to {colorstr('bold', self.save_dir)}\n"
+                    f"Starting training for {opt.epochs} epochs...")
+        t0, epoch = time.time(), self.start_epoch
+        for epoch in range(self.start_epoch, opt.epochs):
+            extra = self._epoch_hooks(epoch)
+            mloss = self.train_one_epoch(epoch)
+            stop = self.end_epoch(epoch, mloss, extra) if self.main else False
+            if _broadcast(stop):
+                break
+        if self.main:
+            LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+            self.finish()
+        self.logger.close()
+        return self.results
+
+    def _epoch_hooks(self, epoch):
+        """Per-epoch block hooks (e.g. DynamicConv temperature), applied to the model and its EMA."""
+        logs = de_parallel(self.model).epoch_update(epoch, self.opt.epochs)
+        if self.ema:
+            self.ema.ema.epoch_update(epoch, self.opt.epochs)
+        if logs and self.main:
+            LOGGER.info("block hooks: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+        if self.opt.image_weights:
+            cw = de_parallel(self.model).class_weights.cpu().numpy() * (1 - self.maps) ** 2 / self.nc
+            iw = labels_to_image_weights(self.dataset.labels, nc=self.nc, class_weights=cw)
+            self.dataset.indices = random.choices(range(self.dataset.n), weights=iw, k=self.dataset.n)
+        return {f"x/{k}": v for k, v in logs.items()}
+
+    def train_one_epoch(self, epoch):
+        self.model.train()
+        mloss = torch.zeros(3, device=self.device)
+        if RANK != -1:
+            self.train_loader.sampler.set_epoch(epoch)
+        pbar = enumerate(self.train_loader)
+        LOGGER.info(("\n" + "%10s" * 7) % ("Epoch", "gpu_mem", "box", "obj", "cls", "labels", "img_size"))
+        if self.main:
+            pbar = tqdm(pbar, total=self.nb, bar_format="{l_bar}{bar:10}{r_bar}{bar:-10b}")
+        self.optimizer.zero_grad()
+        for i, (imgs, targets, paths, _) in pbar:
+            ni = i + self.nb * epoch
+            imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            self._warmup(ni, epoch)
+            if self.opt.multi_scale:
+                imgs = self._rescale(imgs)
+            with torch.autocast(self.device.type, enabled=self.cuda):
+                pred = self.model(imgs)
+                loss, loss_items = self.compute_loss(pred, targets.to(self.device))
+                if RANK != -1:
+                    loss *= WORLD_SIZE
+            self.scaler.scale(loss).backward()
+            if ni - self.last_opt_step >= self.accumulate:
+                self._step()
+                self.last_opt_step = ni
+            if self.main:
+                mloss = (mloss * i + loss_items) / (i + 1)
+                mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
+                pbar.set_description(("%10s" * 2 + "%10.4g" * 5) % (
+                    f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
+                if self.plots and ni < 3:
+                    plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", self.names)
+        self.lr = [x["lr"] for x in self.optimizer.param_groups]
+        self.scheduler.step()
+        return mloss
+
+    def _warmup(self, ni, epoch):
+        if ni > self.nw:
+            return
+        xi, hyp = [0, self.nw], self.hyp
+        self.accumulate = max(1, np.interp(ni, xi, [1, NBS / self.batch_size]).round())
+        for j, x in enumerate(self.optimizer.param_groups):
+            x["lr"] = float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 2 else 0.0, x["initial_lr"] * self.lf(epoch)]))
+            if "momentum" in x:
+                x["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+
+    def _rescale(self, imgs):
+        sz = multi_scale_size(self.imgsz, self.gs, self.rng)
+        ns = scaled_shape(imgs.shape[2:], sz, self.gs)
+        return nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
+
+    def _step(self):
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema:
+            self.ema.update(self.model)
+
+    def end_epoch(self, epoch, mloss, extra):
+        """Validate the EMA model, log, save last/best; True when training should stop."""
+        opt = self.opt
+        self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride", "class_weights"])
+        final_epoch = epoch + 1 == opt.epochs or self.stopper.possible_stop
+        if not opt.noval or final_epoch:
+            self.results, self.maps, _ = val.run(
+                self.data, batch_size=self.batch_size // WORLD_SIZE * 2, imgsz=self.imgsz, model=self.ema.ema,
+                single_cls=opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir, plots=False,
+                compute_loss=self.compute_loss)
+        fi = fitness(np.array(self.results).reshape(1, -1))[0]
+        if fi > self.best_fitness:
+            self.best_fitness = fi
+        self.logger.log_epoch(epoch, [*mloss.tolist(), *self.results, *self.lr], extra)
+        if not opt.nosave or (final_epoch and not opt.evolve):
+            ckpt = training_checkpoint(epoch, self.best_fitness, de_parallel(self.model), self.ema, self.optimizer)
+            save_checkpoint(ckpt, self.last)
+            if self.best_fitness == fi:
+                save_checkpoint(ckpt, self.best)
+            if opt.save_period > 0 and epoch % opt.save_period == 0:
+                save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
+        return self.stopper(epoch=epoch, fitness=fi)
+
+    def finish(self):
+        for f in self.last, self.best:
+            if not f.exists():
+                continue
+            strip_optimizer(f)
+            if f is self.best:
+                LOGGER.info(f"\nValidating {f}...")
+                self.results, _, _ = val.run(
+                    self.data, batch_size=self.batch_size // WORLD_SIZE * 2, imgsz=self.imgsz,
+                    model=attempt_load(f, self.device), iou_thres=0.65 if self.is_coco else 0.60,
+                    single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
+                    save_json=self.is_coco, verbose=True, plots=self.plots, compute_loss=self.compute_loss)
+        if self.plots and (self.save_dir / "results.csv").exists():
+            plot_results(file=self.save_dir / "results.csv")
+        LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
+
+
+def _broadcast(obj):
+    """Rank 0's object on every DDP rank (no-op outside DDP)."""
+    if RANK == -1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def train(hyp, opt, device):
+    """Train once with hyps `hyp` (dict or yaml path); returns (P, R, mAP@.5, mAP@.5:.95, val losses)."""
+    return Trainer(hyp, opt, device).fit()
+
+
+def parse_opt(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", type=str, default="", help="initial weights path ('' trains from scratch)")
+    parser.add_argument("--cfg", type=str, default="", help="model.yaml path, e.g. models/yolov5_SOCA.yaml")
+    parser.add_argument("--data", type=str, default=ROOT / "data/shapes.yaml", help="dataset.yaml path")
+    parser.add_argument("--hyp", type=str, default=ROOT / "data/hyps/hyp.scratch-low.yaml", help="hyperparameters path")
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
+    parser.add_argument("--rect", action="store_true", help="rectangular training")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
+    parser.add_argument("--nosave", action="store_true", help="only save final checkpoint")
+    parser.add_argument("--noval", action="store_true", help="only validate final epoch")
+    parser.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    parser.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
+    parser.add_argument("--cache", type=str, nargs="?", const="ram", help="--cache images in 'ram' (default) or 'disk'")
+    parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    parser.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    parser.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    parser.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
+    parser.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    parser.add_argument("--project", default=ROOT / "runs/train", help="save to project/name")
+    parser.add_argument("--name", default="exp", help="save to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    parser.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="Label smoothing epsilon")
+    parser.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
+    parser.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
+    parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="DDP parameter, do not modify")
+    return parser.parse_args(argv)
+
+
+def latest_run(search_dir="."):
+    """Most recent last*.pt under search_dir (for --resume with no path)."""
+    runs = sorted(Path(search_dir).glob("**/last*.pt"), key=os.path.getctime)
+    return runs[-1] if runs else None
+
+
+def resume_options(opt):
+    """Options of the run being resumed, read from its opt.yaml, pointing at its last.pt."""
+    ckpt = Path(opt.resume if isinstance(opt.resume, str) else latest_run(ROOT / "runs/train") or "")
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--resume checkpoint '{opt.resume if isinstance(opt.resume, str) else 'runs/train/*/weights/last.pt'}' does not exist")
+    opt_yaml = ckpt.parent.parent / "opt.yaml"
+    if not opt_yaml.is_file():
+        raise FileNotFoundError(f"cannot resume {ckpt}: {opt_yaml} with the run's options is missing")
+    with open(opt_yaml, errors="ignore") as f:
+        saved = yaml.safe_load(f)
+    new = argparse.Namespace(**{**vars(parse_opt([])), **saved})
+    new.cfg, new.weights, new.resume = "", str(ckpt), True
+    new.hyp = str(ckpt.parent.parent / "hyp.yaml")
+    LOGGER.info(f"Resuming training from {ckpt}")
+    return new
+
+
+def check_options(opt):
+    opt.data, opt.cfg, opt.hyp = check_file(opt.data), (check_yaml(opt.cfg) if opt.cfg and Path(opt.cfg).exists() else opt.cfg), check_yaml(opt.hyp)
+    opt.weights, opt.project = str(opt.weights), str(opt.project)
+    if not (opt.cfg or opt.weights):
+        raise ValueError("either --cfg or --weights must be specified")
+    if opt.weights and not Path(opt.weights).is_file():
+        raise FileNotFoundError(f"--weights '{opt.weights}' not found (this project never downloads weights)")
+    if opt.evolve:
+        if opt.project == str(ROOT / "runs/train"):
+            opt.project = str(ROOT / "runs/evolve")
+        opt.exist_ok, opt.resume = opt.resume, False
+    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    return opt
+
+
+def init_ddp(opt):
+    """torch.distributed.run sets LOCAL_RANK: one process per device (gloo on CPU, nccl on CUDA)."""
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    if LOCAL_RANK == -1:
+        return device
+    if opt.batch_size % WORLD_SIZE:
+        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
+    if opt.evolve:
+        raise ValueError("--evolve is not compatible with DDP")
+    if device.type == "cuda":
+        torch.cuda.set_device(LOCAL_RANK)
+        device = torch.device("cuda", LOCAL_RANK)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def evolve(opt, device):
+    """--evolve N: N generations of mutated hyps, each trained once; evolve.csv and hyp_evolve.yaml kept."""
+    from utils.evolve import constrain, mutate, record_generation
+    from utils.plots import plot_evolve
+
+    with open(opt.hyp, errors="ignore") as f:
+        hyp = constrain(yaml.safe_load(f))
+    opt.noval, opt.nosave = True, True
+    save_dir, rng = Path(opt.save_dir), np.random.default_rng(opt.seed)
+    evolve_csv = save_dir / "evolve.csv"
+    save_dir.mkdir(parents=True, exist_ok=True)
+    for gen in range(opt.evolve):
+        trial = mutate(hyp, evolve_csv, rng) if evolve_csv.exists() else dict(hyp)
+        LOGGER.info(f"{colorstr('evolve: ')}generation {gen + 1}/{opt.evolve}")
+        results = train(deepcopy(trial), opt, device)
+        record_generation(results, trial, save_dir)
+    plot_evolve(evolve_csv)
+    LOGGER.info(f"Hyperparameter evolution finished {opt.evolve} generations\n"
+                f"Results saved to {colorstr('bold', save_dir)}\n"
+                f"Usage example: $ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}")
+
+
+def main(opt):
+    if RANK in (-1, 0):
+        print_args(Path(__file__).stem, opt)
+    if opt.resume and not opt.evolve:
+        opt = resume_options(opt)
+    opt = check_options(opt)
+    device = init_ddp(opt)
+    try:
+        if opt.evolve:
+            evolve(opt, device)
+        else:
+            train(opt.hyp, opt, device)
+    finally:
+        if WORLD_SIZE > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(**kwargs):
+    """Python entry point: train.run(data='shapes.yaml', cfg='yolov5n.yaml', imgsz=256, epochs=3)."""
+    opt = parse_opt([])
+    for k, v in kwargs.items():
+        setattr(opt, k, v)
+    main(opt)
+    return opt
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_opt())
+    except (FileNotFoundError, ValueError) as e:
+        LOGGER.error(f"ERROR: {e}")
+        sys.exit(1)
