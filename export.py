@@ -60,7 +60,7 @@ def quiet_tracing():
     """Silence the tracer's shape-to-constant warnings and the deprecation notices of the tracing exporters."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         yield
 
@@ -212,7 +212,7 @@ def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", incl
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript and ONNX")
     parser.add_argument("--weights", type=str, default=None, help="model.pt path")
-    parser.add_argument("--cfg", type=str, default="", help="model.yaml: export a random-init model instead of --weights")
+    parser.add_argument("--cfg", type=str, default="", help="model.yaml: random-init model instead of --weights")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")

@@ -367,6 +367,7 @@ def parse_opt(argv=None):
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--save-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="DDP parameter, do not modify")
     return parser.parse_args(argv)
 
@@ -405,7 +406,8 @@ def check_options(opt):
         if opt.project == str(ROOT / "runs/train"):
             opt.project = str(ROOT / "runs/evolve")
         opt.exist_ok, opt.resume = opt.resume, False
-    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    if not (opt.resume and opt.save_dir):  # a resumed run keeps writing into its own folder
+        opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
     return opt
 
 
@@ -452,8 +454,9 @@ def main(opt):
         print_args(Path(__file__).stem, opt)
     if opt.resume and not opt.evolve:
         opt = resume_options(opt)
-    opt = check_options(opt)
     device = init_ddp(opt)
+    opt = check_options(opt)
+    opt.save_dir = _broadcast(opt.save_dir)  # every rank uses rank 0's run folder
     try:
         if opt.evolve:
             evolve(opt, device)

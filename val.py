@@ -4,6 +4,7 @@ Usage: python val.py --data raccoon.yaml --weights yolov5n.pt --img 640
 """
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 from threading import Thread
@@ -246,14 +247,19 @@ def parse_opt(argv=None):
 
 
 def main(opt):
-    if opt.task in ("train", "val", "test") and opt.conf_thres > 0.001:
-        LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives invalid mAP values.")
-    return run(**vars(opt))
+    """Validate (task train/val/test), or time each weights file (task speed: conf 0.25, iou 0.45, FP16 on CUDA)."""
+    if opt.task != "speed":
+        if opt.conf_thres > 0.001:
+            LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives invalid mAP values.")
+        return run(**vars(opt))
+    weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
+    opt.conf_thres, opt.iou_thres, opt.save_json, opt.half = 0.25, 0.45, False, True
+    return [run(**{**vars(opt), "weights": w}, plots=False) for w in weights]
 
 
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

@@ -266,3 +266,10 @@ def test_synthetic_boxes_enclose_drawn_pixels_exactly(cls):
         x1, y1, x2, y2 = synthetic._draw(canvas, rng, cls, 100, 100, size)
         ys, xs = np.nonzero(canvas.any(2))
         assert (x1, y1, x2, y2) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_augment_without_hyp_builds_for_anchor_stats_but_cannot_load(tiny):
+    ds = LoadImagesAndLabels(str(tiny / 'images' / 'train'), augment=True, rect=True)  # as autoanchor builds it
+    assert ds.shapes.shape == (6, 2) and len(ds.labels) == 6
+    with pytest.raises(ValueError, match='needs hyp'):
+        ds[0]

@@ -23,7 +23,7 @@ def _validate(save_dir, **kwargs):
     result = val.run(data=str(DATA), weights=str(WEIGHTS), batch_size=32, workers=0, project=save_dir, name="exp",
                      **kwargs)
     for t in threading.enumerate():
-        if t is not threading.current_thread() and t.daemon:
+        if type(t) is threading.Thread and t.daemon:  # plot threads (not tqdm's monitor, a Thread subclass)
             t.join(timeout=60)
     return result, save_dir / "exp"
 

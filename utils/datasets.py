@@ -195,8 +195,6 @@ class LoadImagesAndLabels(Dataset):
         self.rect = False if image_weights else rect
         self.mosaic = augment and not self.rect  # mosaic only when training without rect batches
         self.mosaic_border = [-img_size // 2, -img_size // 2]
-        if augment and hyp is None:
-            raise ValueError(f'{prefix}augment=True needs a hyp dict (e.g. data/hyps/hyp.scratch-low.yaml)')
         img_files = sorted(f for f in list_files(path) if suffix(f) in IMG_FORMATS)
         if not img_files:
             raise FileNotFoundError(f'{prefix}no images found in {path}; supported formats are {IMG_FORMATS}')
@@ -243,7 +241,7 @@ class LoadImagesAndLabels(Dataset):
 
     def _warn_unsupported_hyp(self, prefix):
         """copy_paste needs segment labels, which this dataset does not load: say so when it is asked for."""
-        if self.augment and self.hyp.get('copy_paste', 0) > 0:
+        if self.augment and self.hyp and self.hyp.get('copy_paste', 0) > 0:
             LOGGER.warning(f"{prefix}WARNING: hyp copy_paste={self.hyp['copy_paste']} is ignored: copy-paste "
                            f"needs segment labels, which this project does not load. Set copy_paste: 0.")
 
@@ -313,6 +311,8 @@ class LoadImagesAndLabels(Dataset):
         """(uint8 CHW RGB tensor, (n, 6) [0, cls, x, y, w, h] labels, path, shapes or None for mosaics)."""
         index = self.indices[index]  # image_weights: train.py resamples self.indices each epoch
         hyp = self.hyp
+        if self.augment and hyp is None:
+            raise ValueError('LoadImagesAndLabels(augment=True) needs hyp (e.g. data/hyps/hyp.scratch-low.yaml)')
         if self.mosaic and random.random() < hyp['mosaic']:
             im, labels = self.load_mosaic(index)
             shapes = None

@@ -2,11 +2,9 @@
 import math
 import os
 import time
-from contextlib import contextmanager
 from copy import deepcopy
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -48,16 +46,6 @@ def time_sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.time()
-
-
-@contextmanager
-def torch_distributed_zero_first(local_rank):
-    """Let rank 0 go first (e.g. to build a dataset cache) while the other ranks wait."""
-    if local_rank not in (-1, 0):
-        dist.barrier(device_ids=[local_rank] if torch.cuda.is_available() else None)
-    yield
-    if local_rank == 0:
-        dist.barrier(device_ids=[0] if torch.cuda.is_available() else None)
 
 
 def is_parallel(model):

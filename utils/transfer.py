@@ -36,7 +36,9 @@ def _layers(model, role):
     model = de_parallel(model)
     layers = getattr(model, "model", None)
     if not hasattr(model, "yaml") or layers is None or not hasattr(layers, "__len__"):
-        raise TypeError(f"transfer_weights: the {role} must be a models.yolo.Model built from a yaml, got {type(model).__name__}")
+        raise TypeError(
+            f"transfer_weights: the {role} must be a models.yolo.Model built from a yaml, got {type(model).__name__}"
+        )
     tensors = defaultdict(dict)
     for key, v in model.state_dict().items():
         _, i, suffix = key.split(".", 2)
@@ -51,13 +53,16 @@ def _signature(layer):
 
 def _align(src, dst):
     """Pairs (i, j) of aligned layers: identical structure first, then same-class layers inside replaced stretches."""
-    sm = difflib.SequenceMatcher(None, [_signature(x) for x in src], [_signature(x) for x in dst], autojunk=False)
     pairs = []
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes([_signature(x) for x in src], [_signature(x) for x in dst]):
         if tag == "equal":
             pairs += zip(range(i1, i2), range(j1, j2))
         elif tag == "replace":  # e.g. Detect with another nc: same class, some shapes differ
-            names = difflib.SequenceMatcher(None, [src[i][0] for i in range(i1, i2)], [dst[j][0] for j in range(j1, j2)], autojunk=False)
-            for block in names.get_matching_blocks():
-                pairs += ((i1 + block.a + k, j1 + block.b + k) for k in range(block.size))
+            for _, a1, a2, b1, _ in _opcodes([x[0] for x in src[i1:i2]], [x[0] for x in dst[j1:j2]], "equal"):
+                pairs += zip(range(i1 + a1, i1 + a2), range(j1 + b1, j1 + b1 + a2 - a1))
     return pairs
+
+
+def _opcodes(a, b, only=None):
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    return [op for op in ops if only is None or op[0] == only]

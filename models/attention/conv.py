@@ -1,4 +1,4 @@
-"""Attention inside the convolution: SKAttention (keeps channels) and the Conv replacements SCConv, SplitAttn, DynamicConv.
+"""Attention inside convolutions: SKAttention (keeps channels); SCConv, SplitAttn, DynamicConv (Conv replacements).
 
 The conv replacements map (B, c1, H, W) -> (B, c2, ceil(H / s), ceil(W / s)) for odd kernels, like `Conv`.
 Their attention MLPs act on pooled (B, C, 1, 1) vectors and carry no BatchNorm (the papers put one there), because
@@ -14,7 +14,9 @@ from models.common import Conv, autopad
 
 def _attention_mlp(c1, c_, c2, groups=1):
     """Pooled (B, c1, 1, 1) -> (B, c2, 1, 1) logits through a ReLU bottleneck of c_ channels."""
-    return nn.Sequential(nn.Conv2d(c1, c_, 1, groups=groups), nn.ReLU(inplace=True), nn.Conv2d(c_, c2, 1, groups=groups))
+    return nn.Sequential(
+        nn.Conv2d(c1, c_, 1, groups=groups), nn.ReLU(inplace=True), nn.Conv2d(c_, c2, 1, groups=groups)
+    )
 
 
 class SKAttention(nn.Module):
@@ -67,10 +69,8 @@ class SCConv(nn.Module):
 
     def calibrate(self, x):
         """sigmoid(x + up(K2(avgpool_r(x)))) * K3(x): K3 responses gated by a coarse, wider view of x."""
-        h, w = x.shape[2:]
-        kh, kw = min(self.r, h), min(self.r, w)
-        coarse = self.k2(F.avg_pool2d(x, (kh, kw), (kh, kw)))
-        return torch.sigmoid(x + F.interpolate(coarse, size=(h, w), mode="nearest")) * self.k3(x)
+        coarse = self.k2(F.avg_pool2d(x, self.r, self.r, ceil_mode=True))  # ceil: edge windows and maps < r count
+        return torch.sigmoid(x + F.interpolate(coarse, size=x.shape[2:], mode="nearest")) * self.k3(x)
 
 
 class SplitAttn(nn.Module):
@@ -100,7 +100,7 @@ class SplitAttn(nn.Module):
 
 
 class DynamicConv(nn.Module):
-    """Dynamic convolution, attention over K kernels, + BN + SiLU like Conv (Chen et al., CVPR 2020)."""
+    """Dynamic convolution with BN and SiLU like Conv (Chen et al., CVPR 2020, Attention over Convolution Kernels)."""
 
     def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True, K=4, r=4, temperature=30, temp_epochs=10):
         super().__init__()
@@ -133,7 +133,7 @@ class DynamicConv(nn.Module):
         return y.reshape(b, self.c2, *y.shape[2:])
 
     def mix_outputs(self, x, a):
-        """The same result as mix_kernels by linearity (K convs, then the weighted sum): keeps the batch dynamic in ONNX."""
+        """mix_kernels' result by linearity (K convs, then their weighted sum): the ONNX graph keeps a dynamic batch."""
         g, K = self.g, self.K
         weight = self.weight.reshape(K, g, -1, *self.weight.shape[2:]).transpose(0, 1)  # output channels (g, K, c2/g)
         y = F.conv2d(x, weight.flatten(0, 2), None, self.s, self.p, groups=g)
@@ -143,6 +143,6 @@ class DynamicConv(nn.Module):
     def epoch_update(self, epoch, epochs):
         """Per-epoch hook: anneal tau linearly from its start (30) at epoch 0 to 1 at epoch >= temp_epochs."""
         if not isinstance(epoch, int) or epoch < 0 or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"DynamicConv.epoch_update: expected epoch >= 0 and epochs >= 1 ints, got {epoch!r}, {epochs!r}")
+            raise ValueError(f"DynamicConv.epoch_update: expected ints epoch >= 0, epochs >= 1, got {epoch!r}, {epochs!r}")
         self.temperature = self.t0 + (1.0 - self.t0) * min(epoch / self.temp_epochs, 1.0)
         return {"temperature": self.temperature}
