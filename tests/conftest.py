@@ -1,5 +1,7 @@
 """Shared pytest fixtures: paths to ../shared and a deterministic, single-threaded torch."""
+from contextlib import contextmanager
 from pathlib import Path
+import logging
 import sys
 
 import pytest
@@ -40,3 +42,18 @@ def ref_weights():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@contextmanager
+def captured_log():
+    """Collect the messages the project's LOGGER emits (it writes to the real stdout, out of capsys' reach)."""
+    from utils.general import LOGGER
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        LOGGER.removeHandler(handler)

@@ -322,3 +322,13 @@ def test_dynamic_conv_temperature_sharpens_attention():
 def test_seed_dynamic_conv2d_arguments():
     m = att.Dynamic_conv2d(32, 16, 1, 1)
     assert m(torch.randn(2, 32, 9, 6)).shape == (2, 16, 9, 6) and m.weight.shape == (4, 16, 32, 1, 1)
+
+
+def test_speed_benchmark_tiny(capsys):
+    from benchmarks import attention_speed
+
+    attention_speed.main(["--img", "32", "--scale", "n", "--runs", "1", "--warmup", "1", "--blocks", "SOCA", "ECA"])
+    table = capsys.readouterr().out.strip().splitlines()[-5:]
+    assert table[0].startswith("| block | P3 time | P3 memory")
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| SE", "| SOCA", "| ECA"]
+    assert table[2].count(" ms") == 3 and table[3].count("x") >= 3

@@ -1,11 +1,9 @@
 """Model core: v6.1 summaries and state_dicts, checkpoint equivalence, safe loading, yaml errors."""
 import json
-import logging
 import os
 import pickle
 import subprocess
 import sys
-from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -16,24 +14,11 @@ from models.config import ModelConfigError
 from models.experimental import attempt_load
 from models.yolo import Model
 from utils.checkpoints import UnsafeCheckpointError, load_checkpoint, save_checkpoint
-from utils.general import LOGGER
 
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, captured_log
 
 REF_MODELS = SHARED / "reference" / "yolov5_v6.1_models.json"
 SIZES = ["yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"]
-
-
-@contextmanager
-def captured_log():
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    try:
-        yield lines
-    finally:
-        LOGGER.removeHandler(handler)
 
 
 @lru_cache(maxsize=None)

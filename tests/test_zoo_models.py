@@ -165,6 +165,23 @@ def test_transfer_other_nc_and_excluded_anchors():
     assert n == len(base.state_dict()) - 1 and "model.25.anchors" not in csd
 
 
+def test_transfer_from_real_v61_checkpoint(ref_weights, reference):
+    from utils.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(ref_weights)
+    src = (ckpt.get("ema") or ckpt["model"]).float()
+    with mock.patch.object(Model, "info"):
+        model = Model("yolov5n_DoubleAttention.yaml", nc=1)
+    csd, n, total, n_new = transfer_weights(src, model)
+    assert n == len(src.state_dict()) and (total, n_new) == (n + 8, 8)
+    model.load_state_dict(csd, strict=False)
+    x = torch.from_numpy(np.load(reference / "bus_input_320.npy"))
+    with torch.no_grad():
+        pred = model.eval()(x)[0].numpy()
+    # the A2 block starts as the identity, so the variant reproduces v6.1's own output for this checkpoint
+    assert np.abs(pred - np.load(reference / "bus_output_320.npy")).max() < 1e-3
+
+
 def test_transfer_log_line():
     lines = []
     handler = logging.Handler()

@@ -1,0 +1,155 @@
+"""Forward+backward time and peak memory of every attention block at the P3, P4, P5 maps of an input, as ratios to SE.
+
+Usage:
+    python benchmarks/attention_speed.py --img 640 --scale l --batch-size 8 --device cuda
+    python benchmarks/attention_speed.py --img 64 --scale n --runs 2   # a quick CPU check
+
+Channels are the yolov5 P3/P4/P5 widths (256/512/1024 at l) times the --scale width multiple. Conv replacements
+(SCConv, SplitAttn, DynamicConv) run as 3x3, stride 1, c -> c. Peak memory is the extra CUDA memory allocated on a GPU,
+or on CPU the extra peak resident memory of a forked process that runs only that block (Linux).
+"""
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models import attention as att  # noqa: E402
+from models.config import SCALES  # noqa: E402
+from utils.general import make_divisible  # noqa: E402
+
+LEVELS = (("P3", 8, 256), ("P4", 16, 512), ("P5", 32, 1024))
+MIN_MIB = 1.0  # below this SE's CPU peak is allocator noise (pages already resident): no memory ratio
+BLOCKS = {
+    "SE": lambda c: att.SE(c, c),
+    "SOCA": lambda c: att.SOCA(c, c),
+    "CBAM": lambda c: att.CBAM(c, c),
+    "DoubleAttention": lambda c: att.DoubleAttention(c, c),
+    "SKAttention": lambda c: att.SKAttention(c, c),
+    "scSE": lambda c: att.scSE(c, c),
+    "SGE": lambda c: att.SGE(c, c),
+    "ECA": lambda c: att.ECA(c, c),
+    "CoordAtt": lambda c: att.CoordAtt(c, c),
+    "SimAM": lambda c: att.SimAM(c, c),
+    "SCConv": lambda c: att.SCConv(c, c, 3, 1),
+    "SplitAttn": lambda c: att.SplitAttn(c, c, 3, 1),
+    "DynamicConv": lambda c: att.DynamicConv(c, c, 3, 1),
+}
+
+
+def parse_opt(argv=None):
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--img", type=int, default=640, help="input size whose P3/P4/P5 maps are benchmarked")
+    p.add_argument("--scale", choices=list(SCALES), default="l", help="model size whose width multiple sets channels")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--runs", type=int, default=10, help="timed forward+backward passes")
+    p.add_argument("--warmup", type=int, default=2, help="untimed passes first (at least 1)")
+    p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS), help="blocks to run")
+    opt = p.parse_args(argv)
+    if opt.runs < 1 or opt.warmup < 1 or opt.batch_size < 1:
+        p.error("--runs, --warmup and --batch-size must be >= 1")
+    if opt.img < 32 or opt.img % 32:
+        p.error(f"--img must be a multiple of 32 (the P5 stride), got {opt.img}")
+    if "SE" not in opt.blocks:
+        opt.blocks.insert(0, "SE")  # the reference of every ratio
+    return opt
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def time_and_memory(name, c, hw, opt):
+    """(ms per forward+backward, peak extra MiB) of block `name` with c channels on a (batch, c, *hw) input."""
+    device = torch.device(opt.device)
+    block = BLOCKS[name](c).to(device).train()
+    x = torch.randn(opt.batch_size, c, *hw, device=device, requires_grad=True)
+    for _ in range(opt.warmup):  # also loads kernels and allocates the gradients, so neither counts below
+        block(x).sum().backward()
+    _sync(device)
+    start_mib = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    for _ in range(opt.runs):
+        block(x).sum().backward()
+    _sync(device)
+    ms = (time.perf_counter() - t) / opt.runs * 1e3
+    if device.type == "cuda":
+        return ms, torch.cuda.max_memory_allocated(device) / 2**20 - start_mib
+    return ms, max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_mib, 0.0)
+
+
+def _child(conn, args):
+    conn.send(time_and_memory(*args))
+    conn.close()
+
+
+def measure(name, c, hw, opt):
+    """time_and_memory in a fresh forked process on CPU (its peak RSS is this block's alone), in place on CUDA."""
+    if torch.device(opt.device).type == "cuda":
+        return time_and_memory(name, c, hw, opt)
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child, args=(child, (name, c, hw, opt)))
+    p.start()
+    result = parent.recv()
+    p.join()
+    return result
+
+
+def markdown_table(results, opt):
+    """Rows per block: time and memory as ratios to SE; the SE row holds the absolute values."""
+    head = "| block | " + " | ".join(f"{lv} time | {lv} memory" for lv, _, _ in LEVELS) + " |"
+    lines = [head, "|" + " --- |" * (1 + 2 * len(LEVELS))]
+    for name in opt.blocks:
+        cells = []
+        for lv, _, _ in LEVELS:
+            (ms, mib), (se_ms, se_mib) = results[name, lv], results["SE", lv]
+            if name == "SE":
+                cells += [f"{ms:.2f} ms", f"{mib:.1f} MiB"]
+            else:
+                cells += [f"{ms / se_ms:.2f}x", f"{mib / se_mib:.2f}x" if se_mib >= MIN_MIB else "n/a"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(opt):
+    """Measure every block at every level; return the markdown table."""
+    width = SCALES[opt.scale][1]
+    results = {}
+    for lv, stride, c in LEVELS:
+        ch, hw = make_divisible(c * width, 8), (opt.img // stride, opt.img // stride)
+        for name in opt.blocks:
+            results[name, lv] = measure(name, ch, hw, opt)
+    return markdown_table(results, opt)
+
+
+def main(argv=None):
+    opt = parse_opt(argv)
+    if torch.device(opt.device).type == "cpu" and not sys.platform.startswith("linux"):
+        sys.exit("attention_speed.py: CPU memory is measured with fork and /proc (Linux only); use --device cuda")
+    channels = [make_divisible(c * SCALES[opt.scale][1], 8) for _, _, c in LEVELS]
+    print(f"img {opt.img}, scale {opt.scale} (channels {channels}), batch {opt.batch_size}, device {opt.device}, "
+          f"{opt.runs} runs, torch {torch.__version__}\n")
+    print(run(opt))
+
+
+if __name__ == "__main__":
+    main()
