@@ -61,6 +61,15 @@ class _Run:
         self.confusion = ConfusionMatrix(nc=nc)
         self.names, self.save_dir = names, save_dir
         self.stats, self.jdict, self.seen, self.dt = [], [], 0, [0.0, 0.0, 0.0]
+        self.last_batch = []
+
+    def score_batch(self, out, targets, im, paths, shapes, single_cls):
+        """Score every image of a batch; keeps (predictions in original pixels, path, shape) in last_batch."""
+        self.last_batch = []
+        for si, pred in enumerate(out):
+            labels = targets[targets[:, 0] == si, 1:]
+            predn = self.score_image(pred, labels, im[si].shape[1:], shapes[si][0], shapes[si][1], single_cls)
+            self.last_batch.append((predn, Path(paths[si]), shapes[si][0]))
 
     def score_image(self, pred, labels, im_shape, shape, ratio_pad, single_cls):
         """Append (correct, conf, cls, target cls) for one image; returns predictions in original pixels."""
@@ -189,10 +198,8 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         lb = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
         out = non_max_suppression(out, conf_thres, iou_thres, labels=lb, multi_label=True, agnostic=single_cls)
         r.dt = [r.dt[0] + t2 - t1, r.dt[1] + t3 - t2, r.dt[2] + time_sync() - t3]
-        for si, pred in enumerate(out):
-            labels = targets[targets[:, 0] == si, 1:]
-            path, shape = Path(paths[si]), shapes[si][0]
-            predn = r.score_image(pred, labels, im[si].shape[1:], shape, shapes[si][1], single_cls)
+        r.score_batch(out, targets, im, paths, shapes, single_cls)
+        for predn, path, shape in r.last_batch:
             if save_txt:
                 save_one_txt(predn, save_conf, shape, file=r.save_dir / "labels" / (path.stem + ".txt"))
             if save_json:
@@ -201,9 +208,6 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
             _plot_batch(batch_i, im, targets, out, paths, r)
     metrics, maps = _summarise(r, nc, plots, verbose, training)
     t = tuple(x / max(r.seen, 1) * 1e3 for x in r.dt)
-    if not training:
-        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
-                    f"{(batch_size, 3, imgsz, imgsz)}" % t)
     if plots:
         r.confusion.plot(save_dir=r.save_dir, names=list(names.values()))
     if save_json and len(r.jdict):
@@ -212,9 +216,14 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
             metrics = (*metrics[:2], coco[1], coco[0])
     model.float()
     if not training:
-        s = f"\n{len(list(r.save_dir.glob('labels/*.txt')))} labels saved to {r.save_dir / 'labels'}" if save_txt else ""
-        LOGGER.info(f"Results saved to {colorstr('bold', r.save_dir)}{s}")
+        _log_outputs(r.save_dir, t, (batch_size, 3, imgsz, imgsz), save_txt)
     return (*metrics, *(loss.cpu() / max(len(dataloader), 1)).tolist()), maps, t
+
+
+def _log_outputs(save_dir, t, shape, save_txt):
+    LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
+    s = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}" if save_txt else ""
+    LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{s}")
 
 
 def parse_opt(argv=None):

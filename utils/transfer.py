@@ -12,7 +12,7 @@ from utils.torch_utils import de_parallel
 
 
 def transfer_weights(src_model, dst_model, exclude=()):
-    """Return (state_dict to load into dst_model, n transferred, n tensors in dst_model, n new in inserted layers)."""
+    """(state_dict for dst_model, n transferred, n dst tensors, n new in inserted layers); skips exclude-word keys."""
     src, dst = _layers(src_model, "source"), _layers(dst_model, "destination")
     dst_sd = de_parallel(dst_model).state_dict()
     csd, paired = {}, set()

@@ -143,6 +143,6 @@ class DynamicConv(nn.Module):
     def epoch_update(self, epoch, epochs):
         """Per-epoch hook: anneal tau linearly from its start (30) at epoch 0 to 1 at epoch >= temp_epochs."""
         if not isinstance(epoch, int) or epoch < 0 or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"DynamicConv.epoch_update: expected ints epoch >= 0, epochs >= 1, got {epoch!r}, {epochs!r}")
+            raise ValueError(f"DynamicConv.epoch_update: needs ints epoch >= 0, epochs >= 1, got {epoch!r}, {epochs!r}")
         self.temperature = self.t0 + (1.0 - self.t0) * min(epoch / self.temp_epochs, 1.0)
         return {"temperature": self.temperature}
