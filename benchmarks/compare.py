@@ -60,9 +60,10 @@ def parse_opt(argv=None):
     p.add_argument("--out", default=ROOT / "benchmarks/results", help="folder for compare.md, compare.csv, compare.png")
     p.add_argument("--repeats", type=int, default=5, help="timed forwards per model (median reported)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default torch's; 1 on a busy shared CPU)")
     opt = p.parse_args(argv)
-    if opt.repeats < 1:
-        p.error(f"--repeats must be >= 1, got {opt.repeats}")
+    if opt.repeats < 1 or (opt.threads is not None and opt.threads < 1):
+        p.error(f"--repeats and --threads must be >= 1, got {opt.repeats} and {opt.threads}")
     if opt.img < 32 or opt.img % 32:
         p.error(f"--img must be a positive multiple of 32 (the largest stride), got {opt.img}")
     try:
@@ -185,10 +186,10 @@ def cuda_peak_mb(model, x):
 
 def latency_and_memory(model, img, repeats, device):
     """(median ms, peak MB) of batch-1 forwards of the fused eval model; the warm-up forward gives the memory."""
-    fused = model.fuse().eval().to(device)
     x = torch.zeros(1, 3, img, img, device=device)
     times = []
-    with torch.no_grad():
+    with torch.no_grad():  # fusing under no_grad keeps the folded weights leaf tensors
+        fused = model.to(device).fuse().eval()
         mb = cuda_peak_mb(fused, x) if device.type == "cuda" else profiled_peak_mb(fused, x)
         for _ in range(repeats):
             _sync(device)
@@ -259,6 +260,8 @@ def plot(rows, path, title):
 def run(opt):
     """Measure every model, write the three files; return the markdown table."""
     device = opt.device
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
     rows_in = model_rows(expand_cfgs(opt.cfg), opt.scale)
     maps = trained_maps(opt.runs)
     rows = []

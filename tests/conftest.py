@@ -39,6 +39,21 @@ def ref_weights():
     return _need(SHARED / "reference" / "raccoon_yolov5n_best.pt")
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 8-train / 4-val synthetic shapes dataset (utils.synthetic) and its dataset yaml."""
+    import yaml
+
+    from utils.synthetic import make_shapes
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_shapes(root / "shapes", n_train=8, n_val=4, seed=1)
+    path = root / "shapes.yaml"
+    path.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
+                                    "nc": 4, "names": ["circle", "square", "triangle", "cross"]}))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -8,26 +8,13 @@ import time
 
 import pytest
 import torch
-import yaml
 
 import train
 from models.experimental import attempt_load
 from utils.checkpoints import load_checkpoint, save_checkpoint
-from utils.synthetic import make_shapes
 from utils.train_utils import RESULT_KEYS
 
 from conftest import ROOT, captured_log
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A 8-train / 4-val synthetic shapes dataset and its yaml."""
-    root = tmp_path_factory.mktemp("data")
-    make_shapes(root / "shapes", n_train=8, n_val=4, seed=1)
-    path = root / "shapes.yaml"
-    path.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-                                    "nc": 4, "names": ["circle", "square", "triangle", "cross"]}))
-    return path
 
 
 def _args(data, project, *extra):

@@ -4,25 +4,13 @@ import csv
 from pathlib import Path
 
 import pytest
-import yaml
 
 import train
 from utils.checkpoints import load_checkpoint
-from utils.synthetic import make_shapes
 
 from conftest import ROOT, captured_log
 
 VARIANTS = sorted(p.name.replace("yolov5_", "yolov5n_") for p in (ROOT / "models").glob("yolov5_*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("opts")
-    make_shapes(root / "shapes", n_train=8, n_val=4, seed=2)
-    path = root / "shapes.yaml"
-    path.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-                                    "nc": 4, "names": ["circle", "square", "triangle", "cross"]}))
-    return path
 
 
 def _train(data, project, *extra, cfg="yolov5n.yaml"):

@@ -16,6 +16,8 @@ from utils.general import LOGGER
 from utils.torch_utils import exact_flops
 from utils.transfer import log_transfer, transfer_weights
 
+from conftest import captured_log
+
 # variant -> (inserted or replacing layers as (index, class name), whether it only inserts)
 VARIANTS = {
     "SOCA": ([(24, "SOCA")], True),
@@ -109,14 +111,8 @@ def test_exact_flops_count_the_attention(variant):
 
 
 def test_summary_prints_v61_and_exact_figures():
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    try:
+    with captured_log() as lines:
         _built("yolov5n_SOCA.yaml").info(img_size=640)
-    finally:
-        LOGGER.removeHandler(handler)
     assert any(x.startswith("Model Summary:") and x.endswith("GFLOPs") for x in lines)
     assert any(x.startswith("Exact:") and "GFLOPs at 640x640" in x for x in lines)
 
@@ -183,14 +179,8 @@ def test_transfer_from_real_v61_checkpoint(ref_weights, reference):
 
 
 def test_transfer_log_line():
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    try:
+    with captured_log() as lines:
         log_transfer(349, 361, 12, "yolov5n.pt")
-    finally:
-        LOGGER.removeHandler(handler)
     assert lines == ["Transferred 349/361 items (12 new) from yolov5n.pt"]
 
 
