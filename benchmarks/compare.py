@@ -14,7 +14,8 @@ yolov5_<Name>.yaml given (glob patterns are expanded here too). All figures are 
   torch's allocator are not counted. On CUDA: torch.cuda.max_memory_allocated over the forward minus the start.
 - mAP@.5, mAP@.5:.95: the best epoch (fitness = 0.1 mAP@.5 + 0.9 mAP@.5:.95) of <runs>/*/results.csv among runs
   whose opt.yaml cfg resolves to the same yaml with the same depth/width multiples; empty when no run matches.
-Writes compare.md, compare.csv and compare.png (exact GFLOPs vs latency) into --out.
+Writes compare.md, compare.csv and compare.png (exact GFLOPs vs latency) into --out. On a CPU shared with other
+work, pass --threads (1, or the number of idle cores): oversubscribed OpenMP threads make latency meaningless.
 """
 import argparse
 import csv
@@ -56,7 +57,7 @@ def parse_opt(argv=None):
     p.add_argument("--cfg", nargs="+", required=True, help="variant yamls yolov5_<Name>.yaml (paths or glob patterns)")
     p.add_argument("--scale", choices=list(SCALES), default="s", help="model size letter applied to every variant")
     p.add_argument("--img", "--img-size", type=int, default=640, help="square input size (pixels)")
-    p.add_argument("--runs", default=ROOT / "runs/train", help="training runs searched for mAP (opt.yaml + results.csv)")
+    p.add_argument("--runs", default=ROOT / "runs/train", help="training runs folder (for mAP)")
     p.add_argument("--out", default=ROOT / "benchmarks/results", help="folder for compare.md, compare.csv, compare.png")
     p.add_argument("--repeats", type=int, default=5, help="timed forwards per model (median reported)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
@@ -98,10 +99,10 @@ def model_rows(cfgs, scale):
 
 
 @contextmanager
-def quiet_logging(level=logging.WARNING):
-    """Raise the project LOGGER's level for the block (model tables, fuse and summary lines)."""
+def quiet_logging():
+    """Raise the project LOGGER to WARNING for the block (model tables, fuse and summary lines)."""
     old = LOGGER.level
-    LOGGER.setLevel(max(level, old))
+    LOGGER.setLevel(max(logging.WARNING, old))
     try:
         yield
     finally:
@@ -137,15 +138,15 @@ def trained_maps(runs_dir):
     for opt_yaml in sorted(Path(runs_dir).glob("*/opt.yaml")):
         results = opt_yaml.with_name("results.csv")
         with open(opt_yaml, errors="ignore") as f:
-            cfg = (yaml.safe_load(f) or {}).get("cfg")
+            run_opt = yaml.safe_load(f)
+        cfg = run_opt.get("cfg") if isinstance(run_opt, dict) else None
         if not cfg or not results.is_file():
             continue
         try:
-            key = model_key(cfg)
+            key, row = model_key(cfg), best_epoch(results)
         except (FileNotFoundError, ValueError) as e:
-            LOGGER.warning(f"WARNING: compare.py: {opt_yaml}: cfg '{cfg}' not usable, run skipped ({e})")
+            LOGGER.warning(f"WARNING: compare.py: run {opt_yaml.parent} skipped: {e}")
             continue
-        row = best_epoch(results)
         if row and (key not in best or row[2] > best[key][2]):
             best[key] = row
     return {k: v[:2] for k, v in best.items()}
@@ -211,20 +212,18 @@ def measure(label, cfg, opt, device, maps):
     return row
 
 
-def _cell(k, v, fmt):
+def _cell(v, fmt):
     if v is None:
         return ""
-    if k == "params":
-        return str(v)
     return format(v, fmt) if isinstance(v, float) else str(v)
 
 
 def markdown_table(rows):
-    """The rows as a markdown table (3 significant digits, mAP to 3 decimals)."""
-    fmts = {"mAP@.5": ".3f", "mAP@.5:.95": ".3f"}
+    """The rows as a markdown table (GFLOPs to 4 significant digits, ms and MB to 0.1, mAP to 0.001)."""
+    fmts = {"latency (ms)": ".1f", "peak memory (MB)": ".1f", "mAP@.5": ".3f", "mAP@.5:.95": ".3f"}
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in rows:
-        lines.append("| " + " | ".join(_cell(k, r[k], fmts.get(k, ".3g")) for k in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(r[k], fmts.get(k, ".4g")) for k in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -234,7 +233,7 @@ def write_csv(rows, path):
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for r in rows:
-            w.writerow([_cell(k, r[k], ".6g") for k in COLUMNS])
+            w.writerow([_cell(r[k], ".6g") for k in COLUMNS])
 
 
 def plot(rows, path, title):

@@ -67,6 +67,7 @@ def initialize_weights(model):
             m.inplace = True
 
 
+@torch.no_grad()
 def fuse_conv_and_bn(conv, bn):
     """One Conv2d equal to conv followed by bn (eval statistics)."""
     fused = nn.Conv2d(

@@ -1,0 +1,88 @@
+"""benchmarks/compare.py and benchmarks/train_speed.py on tiny inputs."""
+import csv
+
+import pytest
+import yaml
+
+from benchmarks import compare, train_speed
+from conftest import ROOT, captured_log
+from models.yolo import Model
+from utils.torch_utils import exact_flops, legacy_gflops
+
+MODELS = ROOT / "models"
+RESULTS_HEAD = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
+                "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
+                "x/lr0", "x/lr1", "x/lr2"]
+
+
+def _fake_run(root, name, cfg, maps=None):
+    """runs/<name>/opt.yaml with cfg, and a v6.1-padded results.csv with one row per (mAP@.5, mAP@.5:.95)."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "opt.yaml").write_text(yaml.safe_dump({"weights": "", "cfg": cfg, "epochs": len(maps or [])}))
+    if maps is not None:
+        lines = [",".join("%20s" % k for k in RESULTS_HEAD)]
+        for e, (m50, m) in enumerate(maps):
+            lines.append(",".join("%20s" % v for v in [e, 0.1, 0.05, 0.02, 0.5, 0.4, m50, m, 0.1, 0.05, 0.02, 0, 0, 0]))
+        (d / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_best_run_picked_by_fitness_for_the_same_model(tmp_path):
+    _fake_run(tmp_path, "exp", "yolov5n_SE.yaml", [(0.9, 0.1), (0.5, 0.3), (0.4, 0.2)])  # fitness .18, .32, .22
+    _fake_run(tmp_path, "exp2", "yolov5n_SE.yaml", [(0.6, 0.25)])  # fitness .285: a worse run of the same model
+    _fake_run(tmp_path, "exp3", "models/yolov5_SE.yaml", [(0.99, 0.9)])  # the l multiples: another model
+    _fake_run(tmp_path, "exp4", "yolov5n_CBAM.yaml")  # no results.csv: ignored
+    _fake_run(tmp_path, "exp5", "yolov5_Missing.yaml", [(0.9, 0.9)])  # unknown yaml: skipped with a warning
+    with captured_log() as log:
+        maps = compare.trained_maps(tmp_path)
+    assert any("exp5 skipped" in line and "yolov5_Missing.yaml" in line for line in log)
+    assert maps[compare.model_key("yolov5n_SE.yaml")] == pytest.approx((0.5, 0.3))
+    assert maps[compare.model_key("yolov5_SE.yaml")] == pytest.approx((0.99, 0.9))
+    assert compare.model_key("yolov5n_CBAM.yaml") not in maps
+    assert compare.model_key("models/yolov5n.yaml") == compare.model_key("yolov5n.yaml")
+
+
+def test_bad_cfg_arguments_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="yolov5n.yaml: expected a variant yaml"):
+        compare.model_rows(["models/yolov5n.yaml"], "s")
+    with pytest.raises(FileNotFoundError, match="nothing_"):
+        compare.expand_cfgs([str(tmp_path / "nothing_*.yaml")])
+    assert compare.model_rows(["models/yolov5_SE.yaml"], "m") == [
+        ("baseline", "yolov5m.yaml"), ("SE", "models/yolov5m_SE.yaml")]
+
+
+def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _fake_run(runs, "exp", "yolov5n_SE.yaml", [(0.5, 0.3)])
+    argv = ["--cfg", str(MODELS / "yolov5_SE.yaml"), str(MODELS / "yolov5_C*.yaml"), "--scale", "n", "--img", "64",
+            "--repeats", "1", "--runs", str(runs), "--out", str(out)]
+    assert compare.main(argv) == 0
+    assert capsys.readouterr().out.startswith("| variant | cfg | params |")
+    with open(out / "compare.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == compare.COLUMNS
+    assert [r["cfg"] for r in rows] == ["yolov5n.yaml", "yolov5n_SE.yaml", "yolov5n_CBAM.yaml", "yolov5n_CoordAtt.yaml"]
+    assert rows[0]["variant"] == "baseline"
+    assert (float(rows[1]["mAP@.5"]), float(rows[1]["mAP@.5:.95"])) == (0.5, 0.3)
+    assert rows[0]["mAP@.5"] == rows[2]["mAP@.5:.95"] == ""
+    with compare.quiet_logging():
+        se = Model("yolov5n_SE.yaml")
+    assert int(rows[1]["params"]) == sum(p.numel() for p in se.parameters())
+    assert float(rows[1]["GFLOPs (exact)"]) == pytest.approx(exact_flops(se, 64) / 1e9, rel=1e-5)
+    assert float(rows[1]["GFLOPs (v6.1)"]) == pytest.approx(legacy_gflops(se, 64), rel=1e-5)
+    assert all(float(r["latency (ms)"]) > 0 and float(r["peak memory (MB)"]) > 0 for r in rows)
+    md = (out / "compare.md").read_text()
+    assert "| baseline | yolov5n.yaml |" in md and md.count("\n| ") == 6  # header, rule, 4 rows
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_speed_prints_positive_throughput(tiny_data, capsys):
+    argv = ["--cfg", "yolov5n.yaml", "--img", "64", "--batch-size", "2", "--iters", "2", "--warmup", "1",
+            "--data", str(tiny_data)]
+    assert train_speed.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-3] == "| " + " | ".join(train_speed.COLUMNS) + " |"
+    model, img, batch, ips, spi, rss, params = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert (model, img, batch) == ("yolov5n.yaml", "64", "2")
+    assert float(ips) > 0 and float(spi) > 0 and float(rss) > 0
+    assert int(params) > 1_000_000
