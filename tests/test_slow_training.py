@@ -20,11 +20,11 @@ def _best_map50(results_csv):
 
 def test_readme_demo_learns_shapes(tmp_path):
     """The README's main command on the bundled synthetic dataset reaches a mAP@.5 far above chance."""
-    train.main(train.parse_opt(["--data", "shapes.yaml", "--cfg", "yolov5n.yaml", "--weights", "", "--img", "256",
-                                "--epochs", "15", "--batch-size", "16", "--workers", "2",
+    train.main(train.parse_opt(["--data", "shapes.yaml", "--cfg", "yolov5n.yaml", "--weights", "", "--img", "192",
+                                "--epochs", "30", "--batch-size", "16", "--workers", "2",
                                 "--project", str(tmp_path), "--name", "demo"]))
     map50, losses = _best_map50(tmp_path / "demo" / "results.csv")
-    assert map50 > 0.3
+    assert map50 > 0.6  # chance is ~0.005; the README run reaches 0.93
     assert losses[-1] < losses[0]
 
 
