@@ -83,7 +83,7 @@ class Trainer:
         self.ckpt = None
         if w.endswith(".pt"):
             self.ckpt = load_checkpoint(w, map_location="cpu")
-            src = (self.ckpt.get("ema") if opt.resume and self.ckpt.get("ema") else self.ckpt["model"]).float()
+            src = self.ckpt["model"].float()  # training weights; the EMA is restored separately on --resume
             model = Model(opt.cfg or src.yaml, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"))
             skip_anchors = bool(opt.cfg or self.hyp.get("anchors")) and not opt.resume
             csd, n, total, new = transfer_weights(src, model)
