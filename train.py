@@ -396,10 +396,12 @@ def resume_options(opt):
 
 
 def check_options(opt):
-    opt.data, opt.cfg, opt.hyp = check_file(opt.data), (check_yaml(opt.cfg) if opt.cfg and Path(opt.cfg).exists() else opt.cfg), check_yaml(opt.hyp)
-    opt.weights, opt.project = str(opt.weights), str(opt.project)
+    """Resolve data/hyp files (cfg names are resolved by Model: models/ and size letters), pick the run folder."""
+    opt.data, opt.hyp = check_file(opt.data), check_yaml(opt.hyp)
+    opt.cfg, opt.weights, opt.project = str(opt.cfg), str(opt.weights), str(opt.project)
     if not (opt.cfg or opt.weights):
-        raise ValueError("either --cfg or --weights must be specified")
+        opt.cfg = "yolov5s.yaml"
+        LOGGER.info(f"No --cfg or --weights given: training {opt.cfg} from scratch (no weights are downloaded)")
     if opt.weights and not Path(opt.weights).is_file():
         raise FileNotFoundError(f"--weights '{opt.weights}' not found (this project never downloads weights)")
     if opt.evolve:
