@@ -5,7 +5,6 @@ Usage:
     python -m torch.distributed.run --nproc_per_node 2 train.py --device 0,1 ...
 """
 import argparse
-import math
 import os
 import random
 import sys
@@ -61,7 +60,8 @@ class Trainer:
         self.data = _broadcast(self.data)
         self.nc = 1 if opt.single_cls else int(self.data["nc"])
         names = self.data["names"]
-        self.names = ["item"] if opt.single_cls and len(names) != 1 else list(names.values() if isinstance(names, dict) else names)
+        names = list(names.values() if isinstance(names, dict) else names)
+        self.names = ["item"] if opt.single_cls and len(names) != 1 else names
         self.is_coco = str(self.data.get("val", "")).endswith("coco/val2017.txt")
 
     def _load_hyp(self, hyp):
@@ -74,7 +74,8 @@ class Trainer:
             with open(self.save_dir / "hyp.yaml", "w") as f:
                 yaml.safe_dump(hyp, f, sort_keys=False)
             with open(self.save_dir / "opt.yaml", "w") as f:
-                yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()}, f, sort_keys=False)
+                opts = {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()}
+                yaml.safe_dump(opts, f, sort_keys=False)
         return dict(hyp)
 
     def build_model(self):
@@ -151,7 +152,8 @@ class Trainer:
         labels = np.concatenate(self.dataset.labels, 0)
         mlc = int(labels[:, 0].max()) if len(labels) else 0
         if mlc >= self.nc:
-            raise ValueError(f"Label class {mlc} exceeds nc={self.nc} in {opt.data}. Possible class labels are 0-{self.nc - 1}")
+            raise ValueError(f"Label class {mlc} exceeds nc={self.nc} in {opt.data}. "
+                             f"Possible class labels are 0-{self.nc - 1}")
         self.nb = len(self.train_loader)
         if self.main:
             self.val_loader = create_dataloader(
@@ -165,8 +167,8 @@ class Trainer:
                     check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
                 self.model.half().float()  # pre-reduce anchor precision
         if RANK != -1:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[LOCAL_RANK] if self.cuda else None, output_device=LOCAL_RANK if self.cuda else None)
+            ids = [LOCAL_RANK] if self.cuda else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, output_device=ids and ids[0])
         self._attach_hyp(labels)
 
     def _attach_hyp(self, labels):
@@ -265,7 +267,8 @@ class Trainer:
         xi, hyp = [0, self.nw], self.hyp
         self.accumulate = max(1, np.interp(ni, xi, [1, NBS / self.batch_size]).round())
         for j, x in enumerate(self.optimizer.param_groups):
-            x["lr"] = float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 2 else 0.0, x["initial_lr"] * self.lf(epoch)]))
+            start = hyp["warmup_bias_lr"] if j == 2 else 0.0
+            x["lr"] = float(np.interp(ni, xi, [start, x["initial_lr"] * self.lf(epoch)]))
             if "momentum" in x:
                 x["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
 
@@ -380,9 +383,10 @@ def latest_run(search_dir="."):
 
 def resume_options(opt):
     """Options of the run being resumed, read from its opt.yaml, pointing at its last.pt."""
-    ckpt = Path(opt.resume if isinstance(opt.resume, str) else latest_run(ROOT / "runs/train") or "")
+    wanted = opt.resume if isinstance(opt.resume, str) else latest_run(ROOT / "runs/train")
+    ckpt = Path(wanted or "")
     if not ckpt.is_file():
-        raise FileNotFoundError(f"--resume checkpoint '{opt.resume if isinstance(opt.resume, str) else 'runs/train/*/weights/last.pt'}' does not exist")
+        raise FileNotFoundError(f"--resume checkpoint '{wanted or 'runs/train/*/weights/last.pt'}' does not exist")
     opt_yaml = ckpt.parent.parent / "opt.yaml"
     if not opt_yaml.is_file():
         raise FileNotFoundError(f"cannot resume {ckpt}: {opt_yaml} with the run's options is missing")

@@ -184,7 +184,8 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
     class_map = COCO80_TO_91 if str(data.get("val", "")).endswith("val2017.txt") else list(range(1000))
     r = _Run(nc, names, Path(save_dir), device)
     loss = torch.zeros(3, device=device)
-    for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=HEADER, bar_format="{l_bar}{bar:10}{r_bar}")):
+    pbar = tqdm(dataloader, desc=HEADER, bar_format="{l_bar}{bar:10}{r_bar}")
+    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
         t1 = time_sync()
         im = (im.to(device, non_blocking=True).half() if half else im.to(device, non_blocking=True).float()) / 255
         targets = targets.to(device)

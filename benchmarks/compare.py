@@ -220,7 +220,8 @@ def _cell(v, fmt):
 
 def markdown_table(rows):
     """The rows as a markdown table (GFLOPs to 0.001, ms and MB to 0.1, mAP to 0.001)."""
-    fmts = {"GFLOPs (v6.1)": ".3f", "GFLOPs (exact)": ".3f", "latency (ms)": ".1f", "peak memory (MB)": ".1f", "mAP@.5": ".3f", "mAP@.5:.95": ".3f"}
+    fmts = {"GFLOPs (v6.1)": ".3f", "GFLOPs (exact)": ".3f", "latency (ms)": ".1f", "peak memory (MB)": ".1f",
+            "mAP@.5": ".3f", "mAP@.5:.95": ".3f"}
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r[k], fmts.get(k, ".4g")) for k in COLUMNS) + " |")

@@ -1,4 +1,4 @@
-"""YOLOv5 v6.1 building blocks; every attention block is importable from here too (e.g. `from models.common import SOCA`)."""
+"""YOLOv5 v6.1 building blocks; the attention blocks are importable from here too (`from models.common import SOCA`)."""
 import math
 
 import torch

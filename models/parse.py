@@ -78,7 +78,7 @@ def _check_from(layer, source):
         raise layer.error(source, f"'from' must be an int or a list of ints, got {layer.f!r}")
     for x in fs:
         if (x < 0 and -x > max(layer.i, 1)) or x >= layer.i and x >= 0:
-            raise layer.error(source, f"'from' index {x} out of range: layer {layer.i} can read layers 0..{layer.i - 1}")
+            raise layer.error(source, f"'from' index {x} out of range: layer {layer.i} reads layers 0..{layer.i - 1}")
 
 
 def _single_input(layer, ch, source):
@@ -132,7 +132,8 @@ def _detect_rule(layer, ch, ctx, source):
     if isinstance(args[1], int):
         args[1] = [list(range(args[1] * 2))] * len(fs)
     if not isinstance(args[1], list) or len(args[1]) != len(fs):
-        raise layer.error(source, f"has {len(fs)} inputs but {len(args[1]) if isinstance(args[1], list) else 0} anchor levels")
+        levels = len(args[1]) if isinstance(args[1], list) else 0
+        raise layer.error(source, f"has {len(fs)} inputs but {levels} anchor levels")
     args.append([ch[x] for x in fs])
     return None, args, layer.n
 
@@ -161,7 +162,8 @@ def _construct(cls, args, n, layer, source):
     try:
         inspect.signature(cls).bind(*args)
     except TypeError:
-        raise layer.error(source, f"wrong number of arguments {args} for {cls.__name__}{inspect.signature(cls)}") from None
+        expected = f"{cls.__name__}{inspect.signature(cls)}"
+        raise layer.error(source, f"wrong number of arguments {args} for {expected}") from None
     except ValueError:
         pass  # builtins without a Python signature: let the constructor decide
     try:

@@ -73,12 +73,12 @@ def load_checkpoint(weights, map_location="cpu"):
     """Load a YOLOv5 .pt safely; clear errors for missing, corrupt, hostile or non-checkpoint files."""
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"weights '{weights}' not found (this project never downloads weights: pass a local .pt)")
+        raise FileNotFoundError(f"weights '{weights}' not found (nothing is downloaded: pass a local .pt)")
     _ensure_importable()
     try:
         ckpt = torch.load(path, map_location=map_location, pickle_module=restricted_pickle, weights_only=False)
     except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointError(f"{weights}: refused to load: {e}; this file could run code, it was not loaded") from None
+        raise UnsafeCheckpointError(f"{weights}: refused: {e}; this file could run code, it was not loaded") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError, KeyError, AttributeError) as e:
         raise ValueError(f"{weights}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
     if isinstance(ckpt, nn.Module):

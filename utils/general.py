@@ -149,9 +149,10 @@ def labels_to_class_weights(labels, nc=80):
     return torch.from_numpy(weights / weights.sum()).float()
 
 
-def labels_to_image_weights(labels, nc=80, class_weights=np.ones(80)):
-    """Per-image sampling weights: sum over its labels of the class weights."""
-    return (np.asarray(class_weights).reshape(1, nc) * _class_counts(labels, nc)).sum(1)
+def labels_to_image_weights(labels, nc=80, class_weights=None):
+    """Per-image sampling weights: sum over its labels of the class weights (all 1 by default)."""
+    class_weights = np.ones(nc) if class_weights is None else np.asarray(class_weights)
+    return (class_weights.reshape(1, nc) * _class_counts(labels, nc)).sum(1)
 
 
 def file_size(path):
