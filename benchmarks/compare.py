@@ -8,7 +8,8 @@ Rows: the base yolov5<scale>.yaml (labelled baseline) first, then yolov5<scale>_
 yolov5_<Name>.yaml given (glob patterns are expanded here too). All figures are for batch 1 at --img x --img.
 - GFLOPs (v6.1): thop-style module-hook count (utils.torch_utils.legacy_gflops), blind to functional ops.
 - GFLOPs (exact): torch.utils.flop_counter count of every op (utils.torch_utils.exact_flops / 1e9).
-- latency: median of --repeats timed forwards of the BN-fused eval model under torch.no_grad, after 1 warm-up.
+- latency: median of --repeats timed forwards of the BN-fused eval model under torch.no_grad, after 1 warm-up;
+  the models are timed in turn, one forward each per round, so that drift during the run hits all alike.
 - peak memory: the largest sum of live tensor bytes allocated during one forward (the warm-up), replayed in time
   order from torch.profiler's allocation events (profile_memory=True); weights, the input and memory that bypasses
   torch's allocator are not counted. On CUDA: torch.cuda.max_memory_allocated over the forward minus the start.
@@ -132,15 +133,16 @@ def best_epoch(results_csv):
     return x[i, 2], x[i, 3], fi[i]
 
 
-def trained_maps(runs_dir):
-    """{model_key: (mAP@.5, mAP@.5:.95)} of the best run per model found under runs_dir (*/opt.yaml + results.csv)."""
+def trained_maps(runs_dir, imgsz=None):
+    """{model_key: (mAP@.5, mAP@.5:.95)} of the best run per model found under runs_dir (*/opt.yaml + results.csv);
+    with imgsz, runs trained at another image size are left out (their mAP is not comparable)."""
     best = {}
     for opt_yaml in sorted(Path(runs_dir).glob("*/opt.yaml")):
         results = opt_yaml.with_name("results.csv")
         with open(opt_yaml, errors="ignore") as f:
             run_opt = yaml.safe_load(f)
         cfg = run_opt.get("cfg") if isinstance(run_opt, dict) else None
-        if not cfg or not results.is_file():
+        if not cfg or not results.is_file() or (imgsz and run_opt.get("imgsz", imgsz) != imgsz):
             continue
         try:
             key, row = model_key(cfg), best_epoch(results)
@@ -185,31 +187,34 @@ def cuda_peak_mb(model, x):
     return (torch.cuda.max_memory_allocated(x.device) - start) / 1e6
 
 
-def latency_and_memory(model, img, repeats, device):
-    """(median ms, peak MB) of batch-1 forwards of the fused eval model; the warm-up forward gives the memory."""
-    x = torch.zeros(1, 3, img, img, device=device)
-    times = []
-    with torch.no_grad():  # fusing under no_grad keeps the folded weights leaf tensors
-        fused = model.to(device).fuse().eval()
-        mb = cuda_peak_mb(fused, x) if device.type == "cuda" else profiled_peak_mb(fused, x)
-        for _ in range(repeats):
-            _sync(device)
-            t = time.perf_counter()
-            fused(x)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3, mb
-
-
 def measure(label, cfg, opt, device, maps):
-    """One table row (dict keyed by COLUMNS) for model cfg."""
+    """(row dict keyed by COLUMNS, latency still empty; the BN-fused eval model to time) for model cfg."""
+    x = torch.zeros(1, 3, opt.img, opt.img, device=device)
     with quiet_logging():
         model = Model(cfg)
         row = {"variant": label, "cfg": Path(cfg).name, "params": sum(p.numel() for p in model.parameters()),
                "GFLOPs (v6.1)": legacy_gflops(model, opt.img), "GFLOPs (exact)": exact_flops(model, opt.img) / 1e9}
-        row["latency (ms)"], row["peak memory (MB)"] = latency_and_memory(model, opt.img, opt.repeats, device)
+        with torch.no_grad():  # fusing under no_grad keeps the folded weights leaf tensors
+            fused = model.to(device).fuse().eval()
+            row["peak memory (MB)"] = cuda_peak_mb(fused, x) if device.type == "cuda" else profiled_peak_mb(fused, x)
     row["mAP@.5"], row["mAP@.5:.95"] = maps.get(model_key(cfg), (None, None))
-    return row
+    return row, fused
+
+
+def interleaved_latency(models, img, repeats, device):
+    """Median ms of batch-1 forwards per model, timing the models in turn each round so that drift over the run
+    (clock speed, caches, allocator) falls on all of them alike; the memory forward served as warm-up."""
+    x = torch.zeros(1, 3, img, img, device=device)
+    times = [[] for _ in models]
+    with torch.no_grad():
+        for _ in range(repeats):
+            for i, m in enumerate(models):
+                _sync(device)
+                t = time.perf_counter()
+                m(x)
+                _sync(device)
+                times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) * 1e3 for t in times]
 
 
 def _cell(v, fmt):
@@ -263,13 +268,16 @@ def run(opt):
     if opt.threads:
         torch.set_num_threads(opt.threads)
     rows_in = model_rows(expand_cfgs(opt.cfg), opt.scale)
-    maps = trained_maps(opt.runs)
-    rows = []
+    maps = trained_maps(opt.runs, opt.img)
+    measured = []
     for label, cfg in rows_in:
         try:
-            rows.append(measure(label, cfg, opt, device, maps))
+            measured.append(measure(label, cfg, opt, device, maps))
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             LOGGER.warning(f"WARNING: compare.py: {cfg} skipped: {e}")
+    rows = [row for row, _ in measured]
+    for row, ms in zip(rows, interleaved_latency([m for _, m in measured], opt.img, opt.repeats, device)):
+        row["latency (ms)"] = ms
     out = Path(opt.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
