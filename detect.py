@@ -22,7 +22,7 @@ from utils.plots import Annotator, colors, save_one_box  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
-DEFAULT_SOURCE = ROOT.parent / "shared" / "images"
+DEFAULT_SOURCE = ROOT / "data" / "images"  # v6.1's default; not shipped here, so --source is required unless you add it
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
 
