@@ -6,6 +6,11 @@ import torch.nn as nn
 from models.attention.checks import check_keep_channels, check_positive_int, check_positive_number
 
 
+def squeeze_excite_mlp(c, c_, bias=True):
+    """1x1 conv bottleneck c -> c_ -> c with a ReLU between (the SE-style MLP on pooled maps)."""
+    return nn.Sequential(nn.Conv2d(c, c_, 1, bias=bias), nn.ReLU(inplace=True), nn.Conv2d(c_, c, 1, bias=bias))
+
+
 class SE(nn.Module):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018, Squeeze-and-Excitation Networks)."""
 
@@ -15,7 +20,7 @@ class SE(nn.Module):
         check_positive_int("SE", "r", r)
         c_ = max(c1 // r, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(nn.Conv2d(c1, c_, 1), nn.ReLU(inplace=True), nn.Conv2d(c_, c1, 1), nn.Sigmoid())
+        self.fc = nn.Sequential(*squeeze_excite_mlp(c1, c_), nn.Sigmoid())
 
     def forward(self, x):
         return x * self.fc(self.pool(x))

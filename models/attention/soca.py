@@ -4,6 +4,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 
+from models.attention.channel import squeeze_excite_mlp
 from models.attention.checks import check_keep_channels, check_positive_int
 
 MAX_SIDE = 1000  # SAN computes the statistics on at most a 1000 x 1000 centre crop
@@ -51,7 +52,7 @@ class SOCA(nn.Module):
         check_positive_int("SOCA", "iters", iters)
         c_ = max(c1 // r, 1)
         self.iters = iters
-        self.fc = nn.Sequential(nn.Conv2d(c1, c_, 1), nn.ReLU(inplace=True), nn.Conv2d(c_, c1, 1), nn.Sigmoid())
+        self.fc = nn.Sequential(*squeeze_excite_mlp(c1, c_), nn.Sigmoid())
 
     def forward(self, x):
         return x * self.fc(self.descriptor(x))

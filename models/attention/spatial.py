@@ -5,17 +5,13 @@ All keep the shape: (B, C, H, W) -> (B, C, H, W).
 import torch
 import torch.nn as nn
 
+from models.attention.channel import squeeze_excite_mlp
 from models.attention.checks import (
     check_divisible,
     check_keep_channels,
     check_positive_int,
     check_positive_number,
 )
-
-
-def _squeeze_excite_mlp(c, c_, bias=True):
-    """1x1 conv bottleneck c -> c_ -> c with a ReLU between (the SE-style MLP on pooled maps)."""
-    return nn.Sequential(nn.Conv2d(c, c_, 1, bias=bias), nn.ReLU(inplace=True), nn.Conv2d(c_, c, 1, bias=bias))
 
 
 class CBAM(nn.Module):
@@ -28,7 +24,7 @@ class CBAM(nn.Module):
         check_positive_int("CBAM", "k", k)
         if k % 2 == 0:
             raise ValueError(f"CBAM: spatial kernel k must be odd to keep the map size, got {k}")
-        self.mlp = _squeeze_excite_mlp(c1, max(c1 // r, 1), bias=False)
+        self.mlp = squeeze_excite_mlp(c1, max(c1 // r, 1), bias=False)
         self.spatial = nn.Conv2d(2, 1, k, padding=k // 2, bias=False)
         self.act = nn.Sigmoid()
 
@@ -45,7 +41,7 @@ class scSE(nn.Module):
         super().__init__()
         check_keep_channels("scSE", c1, c2)
         check_positive_int("scSE", "r", r)
-        self.cse = nn.Sequential(nn.AdaptiveAvgPool2d(1), _squeeze_excite_mlp(c1, max(c1 // r, 1)), nn.Sigmoid())
+        self.cse = nn.Sequential(nn.AdaptiveAvgPool2d(1), squeeze_excite_mlp(c1, max(c1 // r, 1)), nn.Sigmoid())
         self.sse = nn.Sequential(nn.Conv2d(c1, 1, 1), nn.Sigmoid())
 
     def forward(self, x):
