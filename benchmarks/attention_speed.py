@@ -4,9 +4,10 @@ Usage:
     python benchmarks/attention_speed.py --img 640 --scale l --batch-size 8 --device cuda
     python benchmarks/attention_speed.py --img 64 --scale n --runs 2   # a quick CPU check
 
-Channels are the yolov5 P3/P4/P5 widths (256/512/1024 at l) times the --scale width multiple. Conv replacements
-(SCConv, SplitAttn, DynamicConv) run as 3x3, stride 1, c -> c. Peak memory is the extra CUDA memory allocated on a GPU,
-or on CPU the extra peak resident memory of a forked process that runs only that block (Linux).
+Channels are the yolov5 P3/P4/P5 widths (256/512/1024 at l) times the --scale width multiple. Every zoo block in
+models/registry.py runs; conv replacements (SCConv, SplitAttn, DynamicConv) run as 3x3, stride 1, c -> c. Peak memory
+is the extra CUDA memory allocated on a GPU, or on CPU the extra peak resident memory of a forked process that runs
+only that block (Linux).
 """
 import argparse
 import multiprocessing as mp
@@ -22,27 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models import attention as att  # noqa: E402
+from models.registry import Channels, entries  # noqa: E402
 from models.config import SCALES  # noqa: E402
 from utils.general import make_divisible  # noqa: E402
 
 LEVELS = (("P3", 8, 256), ("P4", 16, 512), ("P5", 32, 1024))
 MIN_MIB = 1.0  # below this SE's CPU peak is allocator noise (pages already resident): no memory ratio
-BLOCKS = {
-    "SE": lambda c: att.SE(c, c),
-    "SOCA": lambda c: att.SOCA(c, c),
-    "CBAM": lambda c: att.CBAM(c, c),
-    "DoubleAttention": lambda c: att.DoubleAttention(c, c),
-    "SKAttention": lambda c: att.SKAttention(c, c),
-    "scSE": lambda c: att.scSE(c, c),
-    "SGE": lambda c: att.SGE(c, c),
-    "ECA": lambda c: att.ECA(c, c),
-    "CoordAtt": lambda c: att.CoordAtt(c, c),
-    "SimAM": lambda c: att.SimAM(c, c),
-    "SCConv": lambda c: att.SCConv(c, c, 3, 1),
-    "SplitAttn": lambda c: att.SplitAttn(c, c, 3, 1),
-    "DynamicConv": lambda c: att.DynamicConv(c, c, 3, 1),
-}
+ENTRIES = {e.name: e for e in entries(attention=True)}  # every registered zoo block, in registration order
+BLOCKS = ["SE", *(n for n in ENTRIES if n != "SE")]
+
+
+def build_block(name, c):
+    """Block `name` mapping c -> c channels; conv replacements as 3x3, stride 1 (their Conv-like signature)."""
+    entry = ENTRIES[name]
+    return entry.cls(c, c) if entry.channels == Channels.KEEP else entry.cls(c, c, 3, 1)
 
 
 def parse_opt(argv=None):
@@ -54,7 +48,7 @@ def parse_opt(argv=None):
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--runs", type=int, default=10, help="timed forward+backward passes")
     p.add_argument("--warmup", type=int, default=2, help="untimed passes first (at least 1)")
-    p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=list(BLOCKS), help="blocks to run")
+    p.add_argument("--blocks", nargs="+", default=BLOCKS, choices=BLOCKS, help="blocks to run")
     opt = p.parse_args(argv)
     if opt.runs < 1 or opt.warmup < 1 or opt.batch_size < 1:
         p.error("--runs, --warmup and --batch-size must be >= 1")
@@ -78,7 +72,7 @@ def _rss_mib():
 def time_and_memory(name, c, hw, opt):
     """(ms per forward+backward, peak extra MiB) of block `name` with c channels on a (batch, c, *hw) input."""
     device = torch.device(opt.device)
-    block = BLOCKS[name](c).to(device).train()
+    block = build_block(name, c).to(device).train()
     x = torch.randn(opt.batch_size, c, *hw, device=device, requires_grad=True)
     for _ in range(opt.warmup):  # also loads kernels and allocates the gradients, so neither counts below
         block(x).sum().backward()

@@ -1,8 +1,16 @@
-"""YOLOv5 v6.1 building blocks; the attention blocks are importable from here too (`from models.common import SOCA`)."""
+"""YOLOv5 v6.1 building blocks; every registered block is importable from here too (`from models.common import SOCA`)."""
 import math
 
 import torch
 import torch.nn as nn
+
+from models.registry import REGISTRY, Channels, add, register
+
+# torch.nn modules that v6.1 yamls name directly
+add(nn.Upsample, "nn.Upsample", channels=Channels.SAME)
+add(nn.MaxPool2d, "nn.MaxPool2d", channels=Channels.SAME)
+add(nn.Identity, "nn.Identity", channels=Channels.SAME)
+add(nn.BatchNorm2d, "nn.BatchNorm2d", channels=Channels.NORM)
 
 
 def autopad(k, p=None):
@@ -12,6 +20,7 @@ def autopad(k, p=None):
     return p
 
 
+@register("Conv", channels=Channels.CONV)
 class Conv(nn.Module):
     """Conv2d + BatchNorm2d + SiLU, the YOLOv5 standard convolution."""
 
@@ -28,6 +37,7 @@ class Conv(nn.Module):
         return self.act(self.conv(x))
 
 
+@register("DWConv", channels=Channels.CONV)
 class DWConv(Conv):
     """Depth-wise convolution: Conv with groups = gcd(c1, c2)."""
 
@@ -35,6 +45,7 @@ class DWConv(Conv):
         super().__init__(c1, c2, k, s, g=math.gcd(c1, c2), act=act)
 
 
+@register("Bottleneck", channels=Channels.CONV)
 class Bottleneck(nn.Module):
     """Standard bottleneck: 1x1 then 3x3 Conv with an optional residual (He et al., 2016)."""
 
@@ -50,6 +61,7 @@ class Bottleneck(nn.Module):
         return x + y if self.add else y
 
 
+@register("BottleneckCSP", channels=Channels.REPEAT)
 class BottleneckCSP(nn.Module):
     """CSP bottleneck (Wang et al., CVPR-W 2020, CSPNet)."""
 
@@ -70,6 +82,7 @@ class BottleneckCSP(nn.Module):
         return self.cv4(self.act(self.bn(torch.cat((y1, y2), 1))))
 
 
+@register("C3", channels=Channels.REPEAT)
 class C3(nn.Module):
     """CSP bottleneck with 3 convolutions (YOLOv5 v5.0+)."""
 
@@ -91,6 +104,7 @@ def _check_pool_kernels(k):
             raise ValueError(f"pooling kernel must be a positive odd int so the map keeps its size, got {x!r}")
 
 
+@register("SPP", channels=Channels.CONV)
 class SPP(nn.Module):
     """Spatial pyramid pooling (He et al., TPAMI 2015)."""
 
@@ -107,6 +121,7 @@ class SPP(nn.Module):
         return self.cv2(torch.cat([x] + [m(x) for m in self.m], 1))
 
 
+@register("SPPF", channels=Channels.CONV)
 class SPPF(nn.Module):
     """Fast SPP: three chained k x k max-pools, equal to SPP(k=(5, 9, 13)) for k=5 (YOLOv5 v6.0)."""
 
@@ -125,6 +140,7 @@ class SPPF(nn.Module):
         return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
 
 
+@register("Focus", channels=Channels.CONV)
 class Focus(nn.Module):
     """Space-to-depth then Conv (YOLOv5 before v6.0)."""
 
@@ -136,6 +152,7 @@ class Focus(nn.Module):
         return self.conv(torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1))
 
 
+@register("Concat", channels=Channels.CONCAT)
 class Concat(nn.Module):
     """Concatenate a list of tensors along a dimension."""
 
@@ -148,10 +165,12 @@ class Concat(nn.Module):
 
 
 def __getattr__(name):
-    """Resolve attention blocks lazily so `from models.common import SOCA` works without an import cycle."""
-    from models import attention
+    """Every registered block by its yaml name or alias (the registry is the list; nothing is kept here)."""
+    entry = REGISTRY.get(name)
+    if entry is None or "." in name:
+        raise AttributeError(f"module 'models.common' has no attribute '{name}'")
+    return entry.cls
 
-    try:
-        return getattr(attention, name)
-    except AttributeError:
-        raise AttributeError(f"module 'models.common' has no attribute '{name}'") from None
+
+def __dir__():
+    return sorted(set(globals()) | {n for n in REGISTRY if "." not in n})

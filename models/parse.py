@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from models.config import ModelConfigError
+from models.registry import REGISTRY
 from utils.general import LOGGER, make_divisible
 
 SYMBOLS = {"None": None, "True": True, "False": False}
@@ -27,8 +28,6 @@ class _Layer:
 
 def parse_model(d, ch, source="model.yaml"):
     """Build the layers of model dict `d` for input channels `ch` ([3]); return (nn.Sequential, save list)."""
-    from models.registry import REGISTRY  # late import: the registry imports Detect from models.yolo
-
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors

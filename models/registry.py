@@ -1,15 +1,11 @@
-"""Declarative table of every module a model yaml may name, and how `parse_model` feeds it channels.
+"""The registry of every module a model yaml may name; blocks register themselves where they are defined.
 
-Adding a block = writing its class (constructor `(c1, c2, *args)`) and one line in `REGISTRY`.
+A class joins with `@register("SE", "SElayer", channels=Channels.KEEP)`: its yaml name, then aliases, then the rule
+by which `parse_model` feeds it channels. This module knows no block; everything else (parse_model, the
+`models.common` re-exports, tests, benchmarks, the README zoo table) reads `REGISTRY`.
 """
 from dataclasses import dataclass
 from enum import Enum
-
-import torch.nn as nn
-
-from models import attention as att
-from models.common import C3, SPP, SPPF, Bottleneck, BottleneckCSP, Concat, Conv, DWConv, Focus
-from models.yolo import Detect
 
 
 class Channels(Enum):
@@ -26,50 +22,55 @@ class Channels(Enum):
 
 @dataclass(frozen=True)
 class Entry:
-    """A yaml module name's class and channel rule."""
+    """A registered module: its class, channel rule, yaml name and aliases."""
 
     cls: type
     channels: Channels
+    name: str
+    aliases: tuple = ()
+
+    @property
+    def is_attention(self):
+        """True for the zoo's blocks (defined under models/attention/)."""
+        return self.cls.__module__.startswith("models.attention.")
 
 
-_C, _R, _K = Channels.CONV, Channels.REPEAT, Channels.KEEP
+class RegistryError(ValueError):
+    """A name registered twice, or a registration without a channel rule."""
 
-REGISTRY = {
-    # YOLOv5 v6.1
-    "Conv": Entry(Conv, _C),
-    "DWConv": Entry(DWConv, _C),
-    "Bottleneck": Entry(Bottleneck, _C),
-    "Focus": Entry(Focus, _C),
-    "SPP": Entry(SPP, _C),
-    "SPPF": Entry(SPPF, _C),
-    "BottleneckCSP": Entry(BottleneckCSP, _R),
-    "C3": Entry(C3, _R),
-    "Concat": Entry(Concat, Channels.CONCAT),
-    "Detect": Entry(Detect, Channels.DETECT),
-    "nn.Upsample": Entry(nn.Upsample, Channels.SAME),
-    "nn.MaxPool2d": Entry(nn.MaxPool2d, Channels.SAME),
-    "nn.Identity": Entry(nn.Identity, Channels.SAME),
-    "nn.BatchNorm2d": Entry(nn.BatchNorm2d, Channels.NORM),
-    # attention blocks (models/attention/)
-    "SOCA": Entry(att.SOCA, _K),
-    "SE": Entry(att.SE, _K),
-    "SElayer": Entry(att.SE, _K),
-    "SEAttention": Entry(att.SE, _K),
-    "CBAM": Entry(att.CBAM, _K),
-    "DoubleAttention": Entry(att.DoubleAttention, _K),
-    "DoubleAttentionLayer": Entry(att.DoubleAttention, _K),
-    "A2": Entry(att.DoubleAttention, _K),
-    "SKAttention": Entry(att.SKAttention, _K),
-    "SKConv": Entry(att.SKAttention, _K),
-    "scSE": Entry(att.scSE, _K),
-    "SGE": Entry(att.SGE, _K),
-    "SpatialGroupEnhance": Entry(att.SGE, _K),
-    "ECA": Entry(att.ECA, _K),
-    "CoordAtt": Entry(att.CoordAtt, _K),
-    "SimAM": Entry(att.SimAM, _K),
-    "SCConv": Entry(att.SCConv, _C),
-    "SplitAttn": Entry(att.SplitAttn, _C),
-    "ResNeSt": Entry(att.SplitAttn, _C),
-    "DynamicConv": Entry(att.DynamicConv, _C),
-    "Dynamic_conv2d": Entry(att.DynamicConv, _C),
-}
+
+REGISTRY = {}  # yaml name or alias -> Entry
+
+
+def add(cls, name, *aliases, channels):
+    """Register `cls` under `name` and `aliases` with a `Channels` rule; a name taken already is an error.
+
+    Classes of a module run as a script (`python models/yolo.py`) are left out: the package module registers them.
+    """
+    if cls.__module__ == "__main__":
+        return cls
+    if not isinstance(channels, Channels):
+        raise RegistryError(f"register {name}: channels must be a Channels rule, got {channels!r}")
+    entry = Entry(cls, channels, name, tuple(aliases))
+    for n in (name, *aliases):
+        if n in REGISTRY:
+            taken = REGISTRY[n].cls
+            raise RegistryError(f"'{n}' is already registered to {taken.__module__}.{taken.__qualname__}")
+    for n in (name, *aliases):
+        REGISTRY[n] = entry
+    return cls
+
+
+def register(name, *aliases, channels):
+    """Class decorator: `@register("SE", "SElayer", channels=Channels.KEEP)` makes the class a yaml module."""
+
+    def decorate(cls):
+        return add(cls, name, *aliases, channels=channels)
+
+    return decorate
+
+
+def entries(attention=None):
+    """Each registered module once (aliases folded), in registration order; `attention` filters the zoo."""
+    unique = {e.name: e for e in REGISTRY.values()}
+    return [e for e in unique.values() if attention is None or e.is_attention == attention]

@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:
 from models.common import Conv  # noqa: E402
 from models.config import ModelConfigError, load_model_yaml  # noqa: E402
 from models.parse import parse_model  # noqa: E402
+from models.registry import Channels, register  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
 from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info  # noqa: E402
@@ -25,6 +26,7 @@ from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info  
 __all__ = ["Detect", "Model", "parse_model", "ModelConfigError"]
 
 
+@register("Detect", channels=Channels.DETECT)
 class Detect(nn.Module):
     """YOLOv5 detection head: per-level 1x1 convs and the v6.x box decode (Jocher et al., YOLOv5)."""
 

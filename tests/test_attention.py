@@ -11,40 +11,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import models.attention as att
+from models.registry import Channels, entries
 from models.attention.channel import eca_kernel_size
 from models.attention.soca import centre_crop, centred_covariance, newton_schulz_sqrt
 
 C = 16
-# name -> (constructor from (c1, c2), output channels, stride)
-BLOCKS = {
-    "SOCA": (lambda c1, c2: att.SOCA(c1, c2), C, 1),
-    "SE": (lambda c1, c2: att.SE(c1, c2), C, 1),
-    "CBAM": (lambda c1, c2: att.CBAM(c1, c2), C, 1),
-    "DoubleAttention": (lambda c1, c2: att.DoubleAttention(c1, c2), C, 1),
-    "SKAttention": (lambda c1, c2: att.SKAttention(c1, c2), C, 1),
-    "scSE": (lambda c1, c2: att.scSE(c1, c2), C, 1),
-    "SGE": (lambda c1, c2: att.SGE(c1, c2, 4), C, 1),
-    "SCConv": (lambda c1, c2: att.SCConv(c1, c2, 3, 2), 24, 2),
-    "SplitAttn": (lambda c1, c2: att.SplitAttn(c1, c2, 3, 2), 24, 2),
-    "DynamicConv": (lambda c1, c2: att.DynamicConv(c1, c2, 3, 2, None, 2), 24, 2),
-    "ECA": (lambda c1, c2: att.ECA(c1, c2), C, 1),
-    "CoordAtt": (lambda c1, c2: att.CoordAtt(c1, c2), C, 1),
-    "SimAM": (lambda c1, c2: att.SimAM(c1, c2), C, 1),
-}
-KEEP = [n for n, (_, c2, _) in BLOCKS.items() if c2 == C]
-ALIASES = {
-    "SElayer": "SE", "SEAttention": "SE", "DoubleAttentionLayer": "DoubleAttention", "A2": "DoubleAttention",
-    "SKConv": "SKAttention", "SpatialGroupEnhance": "SGE", "ResNeSt": "SplitAttn", "Dynamic_conv2d": "DynamicConv",
-}
+ENTRIES = {e.name: e for e in entries(attention=True)}  # the registry is the list of blocks
+BLOCKS = list(ENTRIES)
+KEEP = [n for n, e in ENTRIES.items() if e.channels == Channels.KEEP]
+CONV_C2, CONV_K, CONV_S = 24, 3, 2  # conv replacements are built like Conv(c1, c2, k, s)
 
 
 def build(name):
-    make, c2, _ = BLOCKS[name]
-    return make(C, c2)
+    cls = ENTRIES[name].cls
+    return cls(C, C) if name in KEEP else cls(C, CONV_C2, CONV_K, CONV_S)
 
 
 def out_shape(name, b, h, w):
-    _, c2, s = BLOCKS[name]
+    c2, s = (C, 1) if name in KEEP else (CONV_C2, CONV_S)
     return (b, c2, -(-h // s), -(-w // s))
 
 
@@ -152,7 +136,7 @@ def test_onnx_dynamo_exporter(name, tmp_path):
 @pytest.mark.parametrize("name", KEEP)
 def test_keep_blocks_reject_other_c2(name):
     with pytest.raises(ValueError, match=f"{name}.*c2"):
-        BLOCKS[name][0](C, 2 * C)
+        ENTRIES[name].cls(C, 2 * C)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
@@ -164,13 +148,12 @@ def test_bad_reduction_named(bad):
 def test_names_aliases_and_docstrings():
     from models import common
 
-    for alias, name in ALIASES.items():
-        assert getattr(att, alias) is getattr(att, name) is getattr(common, alias)
-    for name in BLOCKS:
-        cls = getattr(common, name)
-        assert cls.__doc__ and "\n" not in cls.__doc__.strip()
-        assert list(inspect.signature(cls).parameters)[:2] == ["c1", "c2"]
-    assert set(att.__all__) == set(BLOCKS) | set(ALIASES)
+    for name, entry in ENTRIES.items():
+        for alias in entry.aliases:
+            assert getattr(att, alias) is getattr(att, name) is getattr(common, alias) is entry.cls
+        assert entry.cls.__doc__ and "\n" not in entry.cls.__doc__.strip()
+        assert list(inspect.signature(entry.cls).parameters)[:2] == ["c1", "c2"]
+    assert set(att.__all__) == {n for e in ENTRIES.values() for n in (e.name, *e.aliases)}
 
 
 class MaxOutput(TorchDispatchMode):

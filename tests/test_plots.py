@@ -1,11 +1,12 @@
-"""Tests for utils/plots.py: annotation geometry, batch mosaics, label/result/curve/evolve plots."""
+"""Tests for utils/plots.py and the curve plots of utils/metrics.py: annotation geometry, batch mosaics, label/result/curve/evolve plots."""
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from utils.plots import (Annotator, colors, output_to_target, plot_confusion_matrix, plot_evolve, plot_images,
-                         plot_labels, plot_mc_curve, plot_pr_curve, plot_results, save_one_box)
+from utils.metrics import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
+from utils.plots import (Annotator, colors, output_to_target, plot_evolve, plot_images,
+                         plot_labels, plot_results, save_one_box)
 
 RESULTS_HEADER = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
                   "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss",
@@ -85,7 +86,7 @@ def test_plot_images_mosaic_shape_and_input_forms(tmp_path):
     c = plot_images(images, pixel, paths=["x/a.jpg"] * 4, fname=tmp_path / "c.jpg", names=["cat", "dog"])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # 0..1 tensors == 0..255 arrays
     np.testing.assert_array_equal(a, c)  # normalised boxes == pixel boxes
-    assert not np.array_equal(a, plot_images(images, np.zeros((0, 6)), paths=["x/a.jpg"] * 4))
+    assert not np.array_equal(a, plot_images(images, np.zeros((0, 6)), paths=["x/a.jpg"] * 4, fname=tmp_path / "d.jpg"))
 
 
 def test_plot_images_shrinks_to_max_size_and_filters_low_conf(tmp_path):
@@ -95,9 +96,10 @@ def test_plot_images_shrinks_to_max_size_and_filters_low_conf(tmp_path):
     weak = np.array([[0, 0, 100, 100, 50, 50, 0.2]], np.float32)
     strong = weak.copy()
     strong[0, 6] = 0.9
-    empty = plot_images(images[:1], np.zeros((0, 7)))
-    np.testing.assert_array_equal(plot_images(images[:1], weak), empty)
-    assert not np.array_equal(plot_images(images[:1], strong), empty)
+    out = tmp_path / "e.jpg"
+    empty = plot_images(images[:1], np.zeros((0, 7)), fname=out)
+    np.testing.assert_array_equal(plot_images(images[:1], weak, fname=out), empty)
+    assert not np.array_equal(plot_images(images[:1], strong, fname=out), empty)
 
 
 def test_plot_labels_writes_both_figures(tmp_path):

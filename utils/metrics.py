@@ -1,10 +1,16 @@
-"""Detection metrics: IoU variants, prediction matching, COCO-style AP, confusion matrix, fitness."""
+"""Detection metrics: IoU variants, prediction matching, COCO-style AP, confusion matrix, fitness, their plots."""
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 import torchvision
+
+from utils.general import LOGGER
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
 trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 only has trapz
 
@@ -108,8 +114,7 @@ def _class_curves(tp, conf, n_labels, px, eps):
 
 
 def _plot_curves(px, py, ap, p, r, f1, save_dir, names):
-    """Write PR, F1, P and R curve plots into save_dir (plots live in utils.plots)."""
-    from utils.plots import plot_mc_curve, plot_pr_curve
+    """Write PR, F1, P and R curve plots into save_dir."""
     save_dir = Path(save_dir)
     plot_pr_curve(px, py, ap, save_dir / "PR_curve.png", names)
     plot_mc_curve(px, f1, save_dir / "F1_curve.png", names, ylabel="F1")
@@ -189,11 +194,78 @@ class ConfusionMatrix:
         return tp[:-1], fp[:-1]
 
     def plot(self, normalize=True, save_dir="", names=()):
-        """Save confusion_matrix.png via utils.plots.plot_confusion_matrix."""
-        from utils.plots import plot_confusion_matrix
+        """Save confusion_matrix.png."""
         plot_confusion_matrix(self.matrix, self.nc, names, save_dir, normalize)
 
     def print(self):
         """Print the matrix, one row per line."""
         for row in self.matrix:
             print(" ".join(map(str, row)))
+
+
+def _finish_curve_plot(fig, ax, xlabel, ylabel, save_dir):
+    """Label, bound, legend and save a per-class curve plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
+    Path(save_dir).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(save_dir), dpi=250)
+    plt.close(fig)
+
+
+def plot_pr_curve(px, py, ap, save_dir="pr_curve.png", names=()):
+    """Plot precision-recall curves per class (when < 21 classes) and their mean, labelled with AP@0.5."""
+    if not len(py):
+        LOGGER.warning(f"WARNING: metrics.py plot_pr_curve: no classes to plot, {save_dir} not written")
+        return
+    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+    py = np.stack(py, axis=1)
+    ap = np.asarray(ap).reshape(py.shape[1], -1)
+    for i, y in enumerate(py.T):
+        label = f"{names[i]} {ap[i, 0]:.3f}" if 0 < len(names) < 21 else None
+        ax.plot(px, y, linewidth=1, label=label, color=None if label else "grey")
+    ax.plot(px, py.mean(1), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
+    _finish_curve_plot(fig, ax, "Recall", "Precision", save_dir)
+
+
+def plot_mc_curve(px, py, save_dir="mc_curve.png", names=(), xlabel="Confidence", ylabel="Metric"):
+    """Plot a metric-vs-confidence curve per class (when < 21 classes) and the mean with its best value."""
+    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+    py = np.asarray(py).reshape(-1, len(px))
+    for i, y in enumerate(py):
+        label = f"{names[i]}" if 0 < len(names) < 21 else None
+        ax.plot(px, y, linewidth=1, label=label, color=None if label else "grey")
+    y = py.mean(0)
+    ax.plot(px, y, linewidth=3, color="blue", label=f"all classes {y.max():.2f} at {px[y.argmax()]:.3f}")
+    _finish_curve_plot(fig, ax, xlabel, ylabel, save_dir)
+
+
+def plot_confusion_matrix(matrix, nc, names, save_dir, normalize=True):
+    """Save confusion_matrix.png for an (nc+1, nc+1) [predicted, true] matrix including background FP/FN."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (nc + 1, nc + 1):
+        raise ValueError(f"metrics.py plot_confusion_matrix: matrix shape {matrix.shape} != ({nc + 1}, {nc + 1})")
+    array = matrix / ((matrix.sum(0).reshape(1, -1) + 1e-9) if normalize else 1)
+    array[array < 0.005] = np.nan  # hide near-zero cells
+    fig, ax = plt.subplots(1, 1, figsize=(12, 9), tight_layout=True)
+    im = ax.imshow(array, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    fig.colorbar(im, ax=ax)
+    if nc < 30:
+        white_above = 0.5 if normalize else 0.5 * np.nanmax(array)
+        for (r, c), v in np.ndenumerate(array):
+            if not np.isnan(v):
+                ax.text(c, r, f"{v:.2f}" if normalize else f"{v:.0f}", ha="center", va="center",
+                        fontsize=8, color="white" if v > white_above else "black")
+    if 0 < len(names) == nc and nc < 30:
+        ticks = range(nc + 1)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([names[i] for i in range(nc)] + ["background FN"], rotation=90)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([names[i] for i in range(nc)] + ["background FP"])
+    ax.set_xlabel("True")
+    ax.set_ylabel("Predicted")
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(save_dir) / "confusion_matrix.png", dpi=250)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Plotting utilities: box annotation, batch mosaics, label statistics, result curves and evolution plots."""
+"""Plotting utilities: box annotation, batch mosaics, label statistics, results and evolution plots."""
 import csv
 import math
 from pathlib import Path
@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from utils.general import LOGGER, clip_coords, increment_path, xywh2xyxy, xyxy2xywh
+from utils.metrics import fitness
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
@@ -343,78 +344,8 @@ def plot_results(file="path/to/results.csv", dir=""):
     return out
 
 
-def _finish_curve_plot(fig, ax, xlabel, ylabel, save_dir):
-    """Label, bound, legend and save a per-class curve plot."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
-    Path(save_dir).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(save_dir), dpi=250)
-    plt.close(fig)
-
-
-def plot_pr_curve(px, py, ap, save_dir="pr_curve.png", names=()):
-    """Plot precision-recall curves per class (when < 21 classes) and their mean, labelled with AP@0.5."""
-    if not len(py):
-        LOGGER.warning(f"WARNING: plots.py plot_pr_curve: no classes to plot, {save_dir} not written")
-        return
-    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
-    py = np.stack(py, axis=1)
-    ap = np.asarray(ap).reshape(py.shape[1], -1)
-    for i, y in enumerate(py.T):
-        label = f"{names[i]} {ap[i, 0]:.3f}" if 0 < len(names) < 21 else None
-        ax.plot(px, y, linewidth=1, label=label, color=None if label else "grey")
-    ax.plot(px, py.mean(1), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
-    _finish_curve_plot(fig, ax, "Recall", "Precision", save_dir)
-
-
-def plot_mc_curve(px, py, save_dir="mc_curve.png", names=(), xlabel="Confidence", ylabel="Metric"):
-    """Plot a metric-vs-confidence curve per class (when < 21 classes) and the mean with its best value."""
-    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
-    py = np.asarray(py).reshape(-1, len(px))
-    for i, y in enumerate(py):
-        label = f"{names[i]}" if 0 < len(names) < 21 else None
-        ax.plot(px, y, linewidth=1, label=label, color=None if label else "grey")
-    y = py.mean(0)
-    ax.plot(px, y, linewidth=3, color="blue", label=f"all classes {y.max():.2f} at {px[y.argmax()]:.3f}")
-    _finish_curve_plot(fig, ax, xlabel, ylabel, save_dir)
-
-
-def plot_confusion_matrix(matrix, nc, names, save_dir, normalize=True):
-    """Save confusion_matrix.png for an (nc+1, nc+1) [predicted, true] matrix including background FP/FN."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if matrix.shape != (nc + 1, nc + 1):
-        raise ValueError(f"plots.py plot_confusion_matrix: matrix shape {matrix.shape} != ({nc + 1}, {nc + 1})")
-    array = matrix / ((matrix.sum(0).reshape(1, -1) + 1e-9) if normalize else 1)
-    array[array < 0.005] = np.nan  # hide near-zero cells
-    fig, ax = plt.subplots(1, 1, figsize=(12, 9), tight_layout=True)
-    im = ax.imshow(array, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
-    fig.colorbar(im, ax=ax)
-    if nc < 30:
-        white_above = 0.5 if normalize else 0.5 * np.nanmax(array)
-        for (r, c), v in np.ndenumerate(array):
-            if not np.isnan(v):
-                ax.text(c, r, f"{v:.2f}" if normalize else f"{v:.0f}", ha="center", va="center",
-                        fontsize=8, color="white" if v > white_above else "black")
-    if 0 < len(names) == nc and nc < 30:
-        ticks = range(nc + 1)
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([names[i] for i in range(nc)] + ["background FN"], rotation=90)
-        ax.set_yticks(ticks)
-        ax.set_yticklabels([names[i] for i in range(nc)] + ["background FP"])
-    ax.set_xlabel("True")
-    ax.set_ylabel("Predicted")
-    Path(save_dir).mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(save_dir) / "confusion_matrix.png", dpi=250)
-    plt.close(fig)
-
-
 def plot_evolve(evolve_csv="path/to/evolve.csv"):
     """Save evolve.png next to evolve.csv: one scatter of each hyperparameter against fitness, best marked."""
-    from utils.metrics import fitness
-
     evolve_csv = Path(evolve_csv)
     keys, x = _read_csv_columns(evolve_csv)
     if x.shape[1] <= 7:

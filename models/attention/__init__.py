@@ -1,20 +1,14 @@
-"""Attention blocks, one file per family; each is also importable from `models.common`."""
-from models.attention.channel import ECA, SE
-from models.attention.conv import SCConv, DynamicConv, SKAttention, SplitAttn
-from models.attention.global_context import DoubleAttention
-from models.attention.soca import SOCA
-from models.attention.spatial import CBAM, SGE, CoordAtt, SimAM, scSE
+"""Attention blocks, one file per family; each registers itself (models.registry) and is importable from here."""
+from models.attention import channel, conv, global_context, soca, spatial  # noqa: F401  (registers the blocks)
+from models.registry import entries
 
-# names used by the seed posts and their yamls
-SElayer = SEAttention = SE
-DoubleAttentionLayer = A2 = DoubleAttention
-SKConv = SKAttention
-SpatialGroupEnhance = SGE
-ResNeSt = SplitAttn
-Dynamic_conv2d = DynamicConv
 
-__all__ = (
-    "SOCA", "SE", "SElayer", "SEAttention", "CBAM", "DoubleAttention", "DoubleAttentionLayer", "A2",
-    "SKAttention", "SKConv", "scSE", "SGE", "SpatialGroupEnhance", "SCConv", "SplitAttn", "ResNeSt",
-    "DynamicConv", "Dynamic_conv2d", "ECA", "CoordAtt", "SimAM",
-)
+def __getattr__(name):
+    """A zoo block by its yaml name or alias, read from the registry."""
+    entry = next((e for e in entries(attention=True) if name in (e.name, *e.aliases)), None)
+    if entry is None:
+        raise AttributeError(f"module 'models.attention' has no attribute '{name}'")
+    return entry.cls
+
+
+__all__ = sorted(n for e in entries(attention=True) for n in (e.name, *e.aliases))

@@ -4,6 +4,7 @@ import math
 import torch.nn as nn
 
 from models.attention.checks import check_keep_channels, check_positive_int, check_positive_number
+from models.registry import Channels, register
 
 
 def squeeze_excite_mlp(c, c_, bias=True):
@@ -11,6 +12,7 @@ def squeeze_excite_mlp(c, c_, bias=True):
     return nn.Sequential(nn.Conv2d(c, c_, 1, bias=bias), nn.ReLU(inplace=True), nn.Conv2d(c_, c, 1, bias=bias))
 
 
+@register("SE", "SElayer", "SEAttention", channels=Channels.KEEP)
 class SE(nn.Module):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018, Squeeze-and-Excitation Networks)."""
 
@@ -32,6 +34,7 @@ def eca_kernel_size(c, gamma=2, b=1):
     return k if k % 2 else k + 1
 
 
+@register("ECA", channels=Channels.KEEP)
 class ECA(nn.Module):
     """Efficient Channel Attention (Wang et al., CVPR 2020, ECA-Net)."""
 

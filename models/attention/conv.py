@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from models.attention.checks import check_divisible, check_keep_channels, check_positive_int, check_positive_number
 from models.common import Conv, autopad
+from models.registry import Channels, register
 
 
 def _attention_mlp(c1, c_, c2, groups=1):
@@ -19,6 +20,7 @@ def _attention_mlp(c1, c_, c2, groups=1):
     )
 
 
+@register("SKAttention", "SKConv", channels=Channels.KEEP)
 class SKAttention(nn.Module):
     """Selective Kernel convolution (Li et al., CVPR 2019, Selective Kernel Networks)."""
 
@@ -47,6 +49,7 @@ class SKAttention(nn.Module):
         return (feats * a).sum(1)
 
 
+@register("SCConv", channels=Channels.CONV)
 class SCConv(nn.Module):
     """Self-calibrated convolution (Liu et al., CVPR 2020, Improving CNNs with Self-Calibrated Convolutions)."""
 
@@ -73,6 +76,7 @@ class SCConv(nn.Module):
         return torch.sigmoid(x + F.interpolate(coarse, size=x.shape[2:], mode="nearest")) * self.k3(x)
 
 
+@register("SplitAttn", "ResNeSt", channels=Channels.CONV)
 class SplitAttn(nn.Module):
     """Split attention convolution (Zhang et al., 2020, ResNeSt: Split-Attention Networks)."""
 
@@ -99,6 +103,7 @@ class SplitAttn(nn.Module):
         return (splits * a.reshape(-1, self.radix, self.c2, 1, 1)).sum(1)
 
 
+@register("DynamicConv", "Dynamic_conv2d", channels=Channels.CONV)
 class DynamicConv(nn.Module):
     """Dynamic convolution with BN and SiLU like Conv (Chen et al., CVPR 2020, Attention over Convolution Kernels)."""
 

@@ -3,8 +3,10 @@ import torch
 import torch.nn as nn
 
 from models.attention.checks import check_keep_channels, check_positive_int
+from models.registry import Channels, register
 
 
+@register("DoubleAttention", "DoubleAttentionLayer", "A2", channels=Channels.KEEP)
 class DoubleAttention(nn.Module):
     """Double attention block, gather then distribute (Chen et al., NeurIPS 2018, A^2-Nets)."""
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from models.attention.channel import squeeze_excite_mlp
 from models.attention.checks import check_keep_channels, check_positive_int
+from models.registry import Channels, register
 
 MAX_SIDE = 1000  # SAN computes the statistics on at most a 1000 x 1000 centre crop
 
@@ -42,6 +43,7 @@ def _fp32_region(device_type):
     return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else nullcontext()
 
 
+@register("SOCA", channels=Channels.KEEP)
 class SOCA(nn.Module):
     """Second-order channel attention (Dai et al., CVPR 2019, Second-order Attention Network for SISR)."""
 

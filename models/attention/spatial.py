@@ -12,8 +12,10 @@ from models.attention.checks import (
     check_positive_int,
     check_positive_number,
 )
+from models.registry import Channels, register
 
 
+@register("CBAM", channels=Channels.KEEP)
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018, CBAM)."""
 
@@ -34,6 +36,7 @@ class CBAM(nn.Module):
         return x * self.act(self.spatial(s))
 
 
+@register("scSE", channels=Channels.KEEP)
 class scSE(nn.Module):
     """Concurrent spatial and channel squeeze-and-excitation (Roy et al., MICCAI 2018)."""
 
@@ -48,6 +51,7 @@ class scSE(nn.Module):
         return x * self.cse(x) + x * self.sse(x)
 
 
+@register("SGE", "SpatialGroupEnhance", channels=Channels.KEEP)
 class SGE(nn.Module):
     """Spatial Group-wise Enhance (Li et al., 2019, Spatial Group-wise Enhance)."""
 
@@ -71,6 +75,7 @@ class SGE(nn.Module):
         return (xg * torch.sigmoid(a).to(x.dtype).reshape(-1, 1, h, w)).reshape(x.shape)
 
 
+@register("CoordAtt", channels=Channels.KEEP)
 class CoordAtt(nn.Module):
     """Coordinate Attention (Hou et al., CVPR 2021, Coordinate Attention for Efficient Mobile Network Design)."""
 
@@ -92,6 +97,7 @@ class CoordAtt(nn.Module):
         return x * torch.sigmoid(self.conv_h(y_h)) * torch.sigmoid(self.conv_w(y_w).transpose(2, 3))
 
 
+@register("SimAM", channels=Channels.KEEP)
 class SimAM(nn.Module):
     """Parameter-free energy-based attention (Yang et al., ICML 2021, SimAM)."""
 
