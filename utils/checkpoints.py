@@ -13,6 +13,7 @@ import pkgutil
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +47,22 @@ def _project_module_classes():
 
     for info in pkgutil.walk_packages(models.__path__, "models."):
         importlib.import_module(info.name)
-    found = {}
-    for mod_name, mod in list(sys.modules.items()):
-        if mod is None or not (mod_name == "models" or mod_name.startswith("models.")):
-            continue
-        for name, obj in vars(mod).items():
-            if isinstance(obj, type) and issubclass(obj, nn.Module):
-                found[f"{mod_name}.{name}"] = obj
+    mods = {n: m for n, m in list(sys.modules.items()) if m is not None and (n == "models" or n.startswith("models."))}
+    found = {f"{n}.{k}": v for n, m in mods.items() for k, v in vars(m).items() if _is_module_class(v)}
+    names = {k.rsplit(".", 1)[1] for k in found}
+    for n, m in mods.items():  # lazy re-exports through a module __getattr__ (models.common.SOCA)
+        if "__getattr__" in vars(m):
+            found.update({f"{n}.{k}": getattr(m, k) for k in names if _is_module_class(getattr(m, k, None))})
     return found
+
+
+def _is_module_class(obj):
+    return isinstance(obj, type) and issubclass(obj, nn.Module)
 
 
 def _torch_module_classes():
     """{'torch.nn.modules.x.Name': class} for the torch.nn layer classes, by the path pickle writes for them."""
-    classes = (obj for obj in vars(nn).values() if isinstance(obj, type) and issubclass(obj, nn.Module))
+    classes = (obj for obj in vars(nn).values() if _is_module_class(obj))
     return {f"{c.__module__}.{c.__qualname__}": c for c in classes if c.__module__.startswith("torch.nn.modules.")}
 
 
@@ -84,21 +88,23 @@ def checkpoint_safe_globals():
     return entries
 
 
+_BOILERPLATE = ("Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation")
+
+
 def _refusal(weights, err):
-    """One line: the file, what torch's unpickler refused, and that nothing ran."""
-    text = str(err)
-    m = re.search(r"WeightsUnpickler error: (.*)", text) or re.search(r"Unsupported global: (.*)", text)
-    reason = (m.group(1) if m else text.strip().splitlines()[0] if text.strip() else type(err).__name__).strip()
-    reason = re.sub(r"\s+was not an allowed global by default.*", " is not allowed in a checkpoint", reason)
+    """One line: the file, what torch's unpickler refused (its boilerplate dropped), and that nothing ran."""
+    lines = [ln.strip().split("WeightsUnpickler error:")[-1].strip() for ln in str(err).splitlines()]
+    reasons = [ln for ln in lines if ln and not ln.startswith(_BOILERPLATE)] or [type(err).__name__]
+    reason = re.sub(r"Unsupported global: GLOBAL (\S+) was not an allowed global by default.*",
+                    r"global \1 is not allowed in a checkpoint", reasons[0])
     return UnsafeCheckpointError(f"{weights}: refused: {reason}; this file could run code, it was not loaded")
 
 
 def _torch_load(path, weights, map_location):
     try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        with torch.serialization.safe_globals(checkpoint_safe_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # refused below if it matters
             return torch.load(path, map_location=map_location, weights_only=True)
-    except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointError(f"{weights}: refused: {e}; this file could run code, it was not loaded") from None
     except pickle.UnpicklingError as e:
         raise _refusal(weights, e) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError, IndexError) as e:
