@@ -100,13 +100,16 @@ def test_bad_inputs_are_reported_with_file_name_and_skipped(tmp_path, logs):
     assert json.loads(ds.cache_path.read_text())['results'] == [1, 9, 1, 9]  # missing, found, empty, corrupt
 
 
-def test_truncated_jpeg_is_restored(tmp_path, logs):
+def test_truncated_jpeg_is_repaired_into_the_cache_not_over_the_file(tmp_path, logs):
     im = write_pair(tmp_path, 'cut.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64)
-    data = im.read_bytes()
-    im.write_bytes(data[:-200])
+    im.write_bytes(im.read_bytes()[:-200])
+    original = im.read_bytes()
     ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64)
-    assert ds.n == 1 and im.read_bytes()[-2:] == b'\xff\xd9'
-    assert any('cut.jpg: corrupt JPEG restored and saved' in m for m in logs)
+    assert ds.n == 1 and im.read_bytes() == original
+    repaired = Path(ds.repaired[0])
+    assert repaired.parent == tmp_path / 'labels' / 'train.cache-images' and repaired.is_file()
+    assert np.array_equal(ds._read(0), np.load(repaired)) and ds[0][0].shape == (3, 64, 64)
+    assert any('cut.jpg: corrupt JPEG (truncated): its decodable part is cached in' in m for m in logs)
 
 
 def test_label_cache_is_reused_and_invalidated_on_change(tiny, logs):
@@ -188,7 +191,8 @@ def test_collate_single_cls_and_image_cache(tiny):
     for mode in ('ram', 'disk'):
         cached = LoadImagesAndLabels(path, img_size=64, single_cls=True, cache_images=mode)
         assert cached.cache_mode == mode and torch.equal(cached[3][0], plain)
-    assert len(list((tiny / 'images' / 'train').glob('*.npy'))) == 6
+    assert list((tiny / 'images' / 'train').glob('*.npy')) == []
+    assert len(list((tiny / 'labels' / 'train.cache-images').glob('*.npy'))) == 6
 
 
 def test_create_dataloader_rect_disables_shuffle_and_is_seeded(tiny, logs):
@@ -273,3 +277,61 @@ def test_augment_without_hyp_builds_for_anchor_stats_but_cannot_load(tiny):
     assert ds.shapes.shape == (6, 2) and len(ds.labels) == 6
     with pytest.raises(ValueError, match='needs hyp'):
         ds[0]
+
+
+def _tree(root):
+    """{relative path: (bytes, mtime)} of every file under root."""
+    return {p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob('*') if p.is_file()}
+
+
+def test_nothing_under_the_image_and_label_folders_changes(tiny):
+    im = write_pair(tiny, 'cut.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64)
+    im.write_bytes(im.read_bytes()[:-200])
+    before = {d: _tree(tiny / d / 'train') for d in ('images', 'labels')}
+    for cache in ('disk', 'ram', None):
+        ds = LoadImagesAndLabels(str(tiny / 'images' / 'train'), img_size=64, augment=True, hyp=HYP,
+                                 cache_images=cache)
+        [ds[i] for i in range(ds.n)]
+    assert {d: _tree(tiny / d / 'train') for d in ('images', 'labels')} == before
+
+
+def test_disk_cache_is_invalidated_when_the_image_changes(tiny):
+    path = str(tiny / 'images' / 'train')
+    ds = LoadImagesAndLabels(path, img_size=64, cache_images='disk')
+    old_npy = ds.npy_files[0]
+    assert old_npy.is_file()
+    im_file = Path(ds.img_files[0])
+    new_pixels = np.full((64, 80, 3), 200, np.uint8)
+    cv2.imwrite(str(im_file), new_pixels)  # same name, new content
+    ds = LoadImagesAndLabels(path, img_size=64, cache_images='disk')
+    assert ds.npy_files[0] != old_npy and not old_npy.exists(), 'the stale .npy is replaced and removed'
+    assert np.abs(ds._read(0).astype(int) - 200).max() <= 2
+
+
+def test_polygon_rows_become_their_bounding_boxes(tmp_path):
+    rows = '0 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n1 0.5 0.5 0.2 0.2\n2 0.2 0.2 0.4 0.3 0.3 0.5\n'
+    write_pair(tmp_path, 'poly.jpg', rows, h=64, w=64)
+    ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64)
+    expected = [[0, 0.3, 0.4, 0.4, 0.4], [1, 0.5, 0.5, 0.2, 0.2], [2, 0.3, 0.35, 0.2, 0.3]]
+    assert np.allclose(ds.labels[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize('row', ['0 0.5 0.5 0.2', '0 0.1 0.1 0.2 0.2 0.3', '0 0.1 0.1 0.2 0.2 0.3 0.3 0.4'])
+def test_rows_that_are_neither_box_nor_polygon_are_reported(tmp_path, logs, row):
+    write_pair(tmp_path, 'a.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64)
+    write_pair(tmp_path, 'b.jpg', row + '\n', h=64, w=64, seed=1)
+    ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64)
+    assert ds.n == 1
+    assert any('b.jpg: ignoring corrupt image/label: label row 1' in m and 'polygon' in m for m in logs)
+
+
+def test_extreme_aspect_ratio_image_trains_and_loads(tmp_path):
+    write_pair(tmp_path, 'wide.jpg', '0 0.5 0.5 0.5 0.5\n', h=50, w=10000)
+    write_pair(tmp_path, 'tall.png', '0 0.5 0.5 0.5 0.5\n', h=10000, w=50, seed=1)
+    write_pair(tmp_path, 'ok.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64, seed=2)
+    for rect in (False, True):
+        ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64, augment=not rect, hyp=HYP,
+                                 rect=rect, batch_size=3)
+        for i in range(ds.n):
+            im = ds[i][0]
+            assert im.shape[0] == 3 and min(im.shape[1:]) >= 1
