@@ -335,3 +335,76 @@ def test_extreme_aspect_ratio_image_trains_and_loads(tmp_path):
         for i in range(ds.n):
             im = ds[i][0]
             assert im.shape[0] == 3 and min(im.shape[1:]) >= 1
+
+
+_INVERSE = {2: 'FLIP_LEFT_RIGHT', 3: 'ROTATE_180', 4: 'FLIP_TOP_BOTTOM', 5: 'TRANSPOSE', 6: 'ROTATE_90', 7: 'TRANSVERSE',
+            8: 'ROTATE_270'}  # PIL transpose that undoes each EXIF orientation
+# (extension, PIL mode, save options); the displayed image is dark with a bright box at x 0.1-0.4, y 0.2-0.5
+FORMATS = [('jpg', 'RGB', {'quality': 100}), ('jpeg', 'RGB', {'quality': 100}), ('png', 'RGB', {}),
+           ('png', 'RGBA', {}), ('png', 'P', {}), ('png', 'L', {}), ('png', 'I;16', {}), ('tif', 'RGB', {}),
+           ('webp', 'RGB', {'lossless': True}), ('bmp', 'RGB', {})]
+
+
+def _displayed(h=40, w=60):
+    im = np.full((h, w, 3), 30, np.uint8)
+    im[int(0.2 * h):int(0.5 * h), int(0.1 * w):int(0.4 * w)] = (60, 200, 240)  # BGR
+    im[-4:, -4:] = (250, 30, 30)  # an asymmetric corner: any wrong flip or rotation shows
+    return im
+
+
+def _write_oriented(path, mode, options, orientation):
+    """Store _displayed() so that a viewer applying EXIF `orientation` shows it; returns the displayed BGR."""
+    from PIL import Image
+
+    shown = _displayed()
+    pil = Image.fromarray(shown[..., ::-1].copy())
+    if orientation in _INVERSE:
+        pil = pil.transpose(getattr(Image.Transpose, _INVERSE[orientation]))
+    if mode == 'I;16':
+        pil = Image.fromarray(np.asarray(pil.convert('L')).astype(np.uint16) * 257)
+    elif mode == 'P':
+        pil = pil.convert('P', palette=Image.Palette.ADAPTIVE, colors=8)  # exact for these 3 colours
+    elif mode != 'RGB':
+        pil = pil.convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil.save(path, **options, **({} if path.suffix == '.bmp' else {'exif': exif.tobytes()}))
+    expected = shown if mode in ('RGB', 'RGBA', 'P') else np.repeat(cv2.cvtColor(shown, cv2.COLOR_BGR2GRAY)[..., None], 3, 2)
+    return expected
+
+
+@pytest.mark.parametrize('ext,mode,options', FORMATS)
+def test_every_format_and_exif_orientation_reads_as_displayed(tmp_path, ext, mode, options):
+    from PIL import Image, ImageOps
+
+    from utils.sources import imread
+
+    for o in range(1, 9) if ext != 'bmp' else [1]:
+        path = tmp_path / f'{mode.replace(";", "")}_{o}.{ext}'
+        expected = _write_oriented(path, mode, options, o)
+        got = imread(path)
+        with Image.open(path) as pil:  # PIL's own EXIF transpose agrees on the displayed size
+            assert ImageOps.exif_transpose(pil).size == (got.shape[1], got.shape[0]) == (60, 40), (path, o)
+        tol = 3 if ext in ('jpg', 'jpeg') else 0
+        assert np.abs(got.astype(int) - expected).mean() <= tol and got.shape == expected.shape, (path, o)
+
+
+@pytest.mark.parametrize('ext,mode,options', [FORMATS[0], FORMATS[2], FORMATS[6], FORMATS[8]])
+def test_oriented_images_train_val_and_detect_with_their_labels(tmp_path, ext, mode, options):
+    for o in range(1, 9):
+        _write_oriented(tmp_path / 'images' / 'train' / f'{o}.{ext}', mode, options, o)
+        (tmp_path / 'labels' / 'train').mkdir(parents=True, exist_ok=True)
+        (tmp_path / 'labels' / 'train' / f'{o}.txt').write_text('0 0.25 0.35 0.3 0.3\n')
+    for augment in (False, True):
+        hyp = {**HYP, 'mosaic': 0.0, 'degrees': 0, 'translate': 0, 'scale': 0, 'shear': 0, 'fliplr': 0, 'hsv_h': 0,
+               'hsv_s': 0, 'hsv_v': 0}
+        ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64, augment=augment, hyp=hyp)
+        assert ds.n == 8 and (ds.shapes == [60, 40]).all()
+        for i in range(ds.n):
+            im, labels, path, _ = ds[i]
+            _, x, y, w, h = (labels[0, 1:] * torch.tensor([1, 64, 64, 64, 64])).tolist()
+            inside = im[:, int(y - h / 2) + 2:int(y + h / 2) - 2, int(x - w / 2) + 2:int(x + w / 2) - 2].float()
+            assert inside.mean() > 120, f'{path}: the label box does not cover the bright box'
+    for path, _, im0, _, _ in LoadImages(str(tmp_path / 'images' / 'train'), img_size=64):
+        assert im0.shape[:2] == (40, 60) and int(im0[-1, -1, 0]) > int(im0[0, -1, 0]) + 15, path  # the marked corner

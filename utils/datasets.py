@@ -18,7 +18,7 @@ from tqdm import tqdm
 from utils.augmentations import augment_hsv, letterbox, mixup, random_perspective
 from utils.general import LOGGER, NUM_THREADS, xywhn2xyxy, xyxy2xywhn
 from utils.sources import (IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams,  # noqa: F401 (re-export)
-                           exif_orientation, img2label_paths, imread, list_files, suffix, to_chw_rgb)
+                           displayed_size, img2label_paths, imread, list_files, suffix, to_chw_rgb)
 
 CACHE_VERSION = 2  # 2: per-image EXIF orientation and repaired-JPEG path
 COORD_TOL = 1e-3  # normalised coordinates may overshoot [0, 1] by this much (rounding); they are clipped
@@ -36,9 +36,8 @@ def _check_image(im_file, cache_dir):
     with Image.open(im_file) as im:
         im.verify()  # first: Pillow refuses verify() after any other read (a PNG's EXIF included)
     with Image.open(im_file) as im:
-        fmt, (w, h) = (im.format or '').lower(), im.size
-    orientation = exif_orientation(im_file)
-    shape = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # transposed or rotated by 90/270 degrees
+        fmt = (im.format or '').lower()
+    *shape, orientation = displayed_size(im_file)
     if shape[0] < 10 or shape[1] < 10:
         raise ValueError(f'image size {shape} <10 pixels')
     if fmt not in IMG_FORMATS:

@@ -8,7 +8,7 @@ from threading import Thread
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from utils.augmentations import letterbox
 from utils.general import LOGGER
@@ -32,8 +32,33 @@ def exif_orientation(path):
     return o if o in range(1, 9) else 1
 
 
+def _is_tiff(path):
+    return suffix(str(path)) in ('tif', 'tiff')
+
+
+def _read_tiff(path):
+    """TIFF through Pillow's exif_transpose: TIFF readers disagree on whether decoding already applied the tag."""
+    try:
+        with Image.open(path) as im:
+            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert('RGB'))[..., ::-1])
+    except Exception:  # unreadable: reported by the caller like a failed cv2.imread
+        return None
+
+
+def displayed_size(path):
+    """(w, h, orientation) of an image as viewers show it; orientation is what imread must still apply."""
+    with Image.open(path) as im:
+        if _is_tiff(path):
+            return (*ImageOps.exif_transpose(im).size, 1)
+        w, h = im.size
+    o = exif_orientation(path)
+    return (h, w, o) if o in (5, 6, 7, 8) else (w, h, o)  # transposed or rotated by 90/270 degrees
+
+
 def imread(path, orientation=None):
     """BGR uint8 image as viewers show it (EXIF orientation applied by one rule for every format and OpenCV)."""
+    if _is_tiff(path):
+        return _read_tiff(path)
     im = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if im is None:
         return None
