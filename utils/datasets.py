@@ -472,3 +472,12 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
                         worker_init_fn=seed_worker, generator=generator,
                         persistent_workers=nw > 0 and not image_weights)  # image_weights: workers see new indices
     return loader, dataset
+
+
+def check_label_classes(dataset, nc, data=''):
+    """Raise a clear error naming the label file when a class id is >= nc (before any training or scoring)."""
+    for lb, lb_file in zip(dataset.labels, dataset.label_files):
+        if len(lb) and lb[:, 0].max() >= nc:
+            c = int(lb[:, 0].max())
+            raise ValueError(f'{lb_file}: class {c} >= nc={nc}{f" of {data}" if data else ""}: '
+                             f'class ids must be 0-{nc - 1}; fix the label file or raise nc (and names) in the data yaml')
