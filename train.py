@@ -9,6 +9,7 @@ import os
 import random
 import sys
 import time
+from contextlib import nullcontext
 from copy import deepcopy
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from utils.datasets import create_dataloader  # noqa: E402
+from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
                            init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
@@ -37,8 +38,9 @@ from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
-from utils.train_utils import (EarlyStopping, ResultsLogger, lr_lambda, multi_scale_size, scaled_shape,  # noqa: E402
-                               smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations)
+from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, ResultsLogger, RunLock,  # noqa: E402
+                               check_counts, check_hyp, is_finite_model, lr_lambda, make_run_dir, multi_scale_size,
+                               scaled_shape, smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations)
 from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
 NBS = 64  # nominal batch size
@@ -65,9 +67,11 @@ class Trainer:
         self.is_coco = str(self.data.get("val", "")).endswith("coco/val2017.txt")
 
     def _load_hyp(self, hyp):
+        source = hyp if isinstance(hyp, (str, Path)) else "hyperparameters"
         if isinstance(hyp, (str, Path)):
             with open(hyp, errors="ignore") as f:
                 hyp = yaml.safe_load(f)
+        check_hyp(hyp, source)
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
         if RANK in (-1, 0) and not self.opt.evolve:
             self.wdir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,7 @@ class Trainer:
         """Model from --cfg or the checkpoint's yaml; pretrained tensors mapped by structure (variants included)."""
         opt, w = self.opt, str(self.opt.weights)
         self.ckpt = None
-        if w.endswith(".pt"):
+        if w:  # any checkpoint file (.pt, .PT, .pth): load_checkpoint says clearly what it is not
             self.ckpt = load_checkpoint(w, map_location="cpu")
             src = self.ckpt["model"].float()  # training weights; the EMA is restored separately on --resume
             model = Model(opt.cfg or src.yaml, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"))
@@ -150,16 +154,14 @@ class Trainer:
             augment=True, cache=opt.cache, rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
             image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed)
         labels = np.concatenate(self.dataset.labels, 0)
-        mlc = int(labels[:, 0].max()) if len(labels) else 0
-        if mlc >= self.nc:
-            raise ValueError(f"Label class {mlc} exceeds nc={self.nc} in {opt.data}. "
-                             f"Possible class labels are 0-{self.nc - 1}")
+        check_label_classes(self.dataset, self.nc, opt.data)
         self.nb = len(self.train_loader)
         if self.main:
             self.val_loader = create_dataloader(
                 self.data["val"], self.imgsz, self.batch_size // WORLD_SIZE * 2, self.gs, opt.single_cls, hyp=hyp,
                 cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
                 prefix=colorstr("val: "))[0]
+            check_label_classes(self.val_loader.dataset, self.nc, opt.data)
             if not opt.resume:
                 if self.plots:
                     plot_labels(labels, self.names, self.save_dir)
@@ -194,6 +196,9 @@ class Trainer:
         self.results = (0, 0, 0, 0, 0, 0, 0)
         self.scheduler.last_epoch = self.start_epoch - 1
         self.logger = ResultsLogger(self.save_dir, enabled=self.main and not opt.evolve)
+        if opt.resume and self.main:
+            self.logger.drop_from(self.start_epoch)
+        self.nonfinite = 0
         self.rng = random.Random(opt.seed)
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
                     f"Using {self.train_loader.num_workers * WORLD_SIZE} dataloader workers\n"
@@ -246,6 +251,10 @@ class Trainer:
                 loss, loss_items = self.compute_loss(pred, targets.to(self.device))
                 if RANK != -1:
                     loss *= WORLD_SIZE
+            if not torch.isfinite(loss).all():
+                self._skip_nonfinite(epoch, i)
+                continue
+            self.nonfinite = 0
             self.scaler.scale(loss).backward()
             if ni - self.last_opt_step >= self.accumulate:
                 self._step()
@@ -260,6 +269,15 @@ class Trainer:
         self.lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
         return mloss
+
+    def _skip_nonfinite(self, epoch, i):
+        """No step on a NaN/inf loss; stop after a run of them (the saved checkpoints stay the finite ones)."""
+        self.nonfinite += 1
+        self.optimizer.zero_grad()
+        if self.nonfinite >= min(MAX_NONFINITE, self.nb):
+            raise NonFiniteLossError(
+                f"training stopped: {self.nonfinite} consecutive non-finite losses (epoch {epoch}, batch {i}); "
+                f"{self.wdir} keeps the last finite checkpoints. Lower lr0 in --hyp, check the labels or the --weights")
 
     def _warmup(self, ni, epoch):
         if ni > self.nw:
@@ -298,7 +316,10 @@ class Trainer:
         if fi > self.best_fitness:
             self.best_fitness = fi
         self.logger.log_epoch(epoch, [*mloss.tolist(), *self.results, *self.lr], extra)
-        if not opt.nosave or (final_epoch and not opt.evolve):
+        finite = is_finite_model(self.ema.ema)
+        if not finite:
+            LOGGER.warning(f"WARNING: epoch {epoch}: non-finite weights, {self.wdir} is left as it is")
+        if finite and (not opt.nosave or (final_epoch and not opt.evolve)):
             ckpt = training_checkpoint(epoch, self.best_fitness, de_parallel(self.model), self.ema, self.optimizer)
             save_checkpoint(ckpt, self.last)
             if self.best_fitness == fi:
@@ -414,6 +435,8 @@ def check_options(opt):
         opt.exist_ok, opt.resume = opt.resume, False
     if not (opt.resume and opt.save_dir):  # a resumed run keeps writing into its own folder
         opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    if RANK in (-1, 0):
+        make_run_dir(opt.save_dir, opt.project)
     return opt
 
 
@@ -460,14 +483,16 @@ def main(opt):
         print_args(Path(__file__).stem, opt)
     if opt.resume and not opt.evolve:
         opt = resume_options(opt)
+    check_counts(opt)
     device = init_ddp(opt)
     opt = check_options(opt)
     opt.save_dir = _broadcast(opt.save_dir)  # every rank uses rank 0's run folder
     try:
-        if opt.evolve:
-            evolve(opt, device)
-        else:
-            train(opt.hyp, opt, device)
+        with RunLock(opt.save_dir) if RANK in (-1, 0) else nullcontext():
+            if opt.evolve:
+                evolve(opt, device)
+            else:
+                train(opt.hyp, opt, device)
     finally:
         if WORLD_SIZE > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -485,6 +510,6 @@ def run(**kwargs):
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, NonFiniteLossError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from models.experimental import attempt_load  # noqa: E402
-from utils.datasets import create_dataloader  # noqa: E402
+from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_img_size, check_yaml, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xywh2xyxy, xyxy2xywh)
@@ -178,6 +178,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         half &= device.type != "cpu"
         model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data)
         dataloader = _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers)
+        check_label_classes(dataloader.dataset, 1 if single_cls else int(data["nc"]))
     model.eval()
     nc = 1 if single_cls else int(data["nc"])
     names = dict(enumerate(model.names if hasattr(model, "names") else model.module.names))

@@ -100,13 +100,16 @@ def test_bad_inputs_are_reported_with_file_name_and_skipped(tmp_path, logs):
     assert json.loads(ds.cache_path.read_text())['results'] == [1, 9, 1, 9]  # missing, found, empty, corrupt
 
 
-def test_truncated_jpeg_is_restored(tmp_path, logs):
+def test_truncated_jpeg_is_repaired_into_the_cache_not_over_the_file(tmp_path, logs):
     im = write_pair(tmp_path, 'cut.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64)
-    data = im.read_bytes()
-    im.write_bytes(data[:-200])
+    im.write_bytes(im.read_bytes()[:-200])
+    original = im.read_bytes()
     ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64)
-    assert ds.n == 1 and im.read_bytes()[-2:] == b'\xff\xd9'
-    assert any('cut.jpg: corrupt JPEG restored and saved' in m for m in logs)
+    assert ds.n == 1 and im.read_bytes() == original
+    repaired = Path(ds.repaired[0])
+    assert repaired.parent == tmp_path / 'labels' / 'train.cache-images' and repaired.is_file()
+    assert np.array_equal(ds._read(0), np.load(repaired)) and ds[0][0].shape == (3, 64, 64)
+    assert any('cut.jpg: corrupt JPEG (truncated): its decodable part is cached in' in m for m in logs)
 
 
 def test_label_cache_is_reused_and_invalidated_on_change(tiny, logs):
@@ -188,7 +191,8 @@ def test_collate_single_cls_and_image_cache(tiny):
     for mode in ('ram', 'disk'):
         cached = LoadImagesAndLabels(path, img_size=64, single_cls=True, cache_images=mode)
         assert cached.cache_mode == mode and torch.equal(cached[3][0], plain)
-    assert len(list((tiny / 'images' / 'train').glob('*.npy'))) == 6
+    assert list((tiny / 'images' / 'train').glob('*.npy')) == []
+    assert len(list((tiny / 'labels' / 'train.cache-images').glob('*.npy'))) == 6
 
 
 def test_create_dataloader_rect_disables_shuffle_and_is_seeded(tiny, logs):
@@ -273,3 +277,134 @@ def test_augment_without_hyp_builds_for_anchor_stats_but_cannot_load(tiny):
     assert ds.shapes.shape == (6, 2) and len(ds.labels) == 6
     with pytest.raises(ValueError, match='needs hyp'):
         ds[0]
+
+
+def _tree(root):
+    """{relative path: (bytes, mtime)} of every file under root."""
+    return {p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob('*') if p.is_file()}
+
+
+def test_nothing_under_the_image_and_label_folders_changes(tiny):
+    im = write_pair(tiny, 'cut.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64)
+    im.write_bytes(im.read_bytes()[:-200])
+    before = {d: _tree(tiny / d / 'train') for d in ('images', 'labels')}
+    for cache in ('disk', 'ram', None):
+        ds = LoadImagesAndLabels(str(tiny / 'images' / 'train'), img_size=64, augment=True, hyp=HYP,
+                                 cache_images=cache)
+        [ds[i] for i in range(ds.n)]
+    assert {d: _tree(tiny / d / 'train') for d in ('images', 'labels')} == before
+
+
+def test_disk_cache_is_invalidated_when_the_image_changes(tiny):
+    path = str(tiny / 'images' / 'train')
+    ds = LoadImagesAndLabels(path, img_size=64, cache_images='disk')
+    old_npy = ds.npy_files[0]
+    assert old_npy.is_file()
+    im_file = Path(ds.img_files[0])
+    new_pixels = np.full((64, 80, 3), 200, np.uint8)
+    cv2.imwrite(str(im_file), new_pixels)  # same name, new content
+    ds = LoadImagesAndLabels(path, img_size=64, cache_images='disk')
+    assert ds.npy_files[0] != old_npy and not old_npy.exists(), 'the stale .npy is replaced and removed'
+    assert np.abs(ds._read(0).astype(int) - 200).max() <= 2
+
+
+def test_polygon_rows_become_their_bounding_boxes(tmp_path):
+    rows = '0 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n1 0.5 0.5 0.2 0.2\n2 0.2 0.2 0.4 0.3 0.3 0.5\n'
+    write_pair(tmp_path, 'poly.jpg', rows, h=64, w=64)
+    ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64)
+    expected = [[0, 0.3, 0.4, 0.4, 0.4], [1, 0.5, 0.5, 0.2, 0.2], [2, 0.3, 0.35, 0.2, 0.3]]
+    assert np.allclose(ds.labels[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize('row', ['0 0.5 0.5 0.2', '0 0.1 0.1 0.2 0.2 0.3', '0 0.1 0.1 0.2 0.2 0.3 0.3 0.4'])
+def test_rows_that_are_neither_box_nor_polygon_are_reported(tmp_path, logs, row):
+    write_pair(tmp_path, 'a.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64)
+    write_pair(tmp_path, 'b.jpg', row + '\n', h=64, w=64, seed=1)
+    ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64)
+    assert ds.n == 1
+    assert any('b.jpg: ignoring corrupt image/label: label row 1' in m and 'polygon' in m for m in logs)
+
+
+def test_extreme_aspect_ratio_image_trains_and_loads(tmp_path):
+    write_pair(tmp_path, 'wide.jpg', '0 0.5 0.5 0.5 0.5\n', h=50, w=10000)
+    write_pair(tmp_path, 'tall.png', '0 0.5 0.5 0.5 0.5\n', h=10000, w=50, seed=1)
+    write_pair(tmp_path, 'ok.jpg', '0 0.5 0.5 0.2 0.2\n', h=64, w=64, seed=2)
+    for rect in (False, True):
+        ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64, augment=not rect, hyp=HYP,
+                                 rect=rect, batch_size=3)
+        for i in range(ds.n):
+            im = ds[i][0]
+            assert im.shape[0] == 3 and min(im.shape[1:]) >= 1
+
+
+_INVERSE = {2: 'FLIP_LEFT_RIGHT', 3: 'ROTATE_180', 4: 'FLIP_TOP_BOTTOM', 5: 'TRANSPOSE', 6: 'ROTATE_90', 7: 'TRANSVERSE',
+            8: 'ROTATE_270'}  # PIL transpose that undoes each EXIF orientation
+# (extension, PIL mode, save options); the displayed image is dark with a bright box at x 0.1-0.4, y 0.2-0.5
+FORMATS = [('jpg', 'RGB', {'quality': 100}), ('jpeg', 'RGB', {'quality': 100}), ('png', 'RGB', {}),
+           ('png', 'RGBA', {}), ('png', 'P', {}), ('png', 'L', {}), ('png', 'I;16', {}), ('tif', 'RGB', {}),
+           ('webp', 'RGB', {'lossless': True}), ('bmp', 'RGB', {})]
+
+
+def _displayed(h=40, w=60):
+    im = np.full((h, w, 3), 30, np.uint8)
+    im[int(0.2 * h):int(0.5 * h), int(0.1 * w):int(0.4 * w)] = (60, 200, 240)  # BGR
+    im[-4:, -4:] = (250, 30, 30)  # an asymmetric corner: any wrong flip or rotation shows
+    return im
+
+
+def _write_oriented(path, mode, options, orientation):
+    """Store _displayed() so that a viewer applying EXIF `orientation` shows it; returns the displayed BGR."""
+    from PIL import Image
+
+    shown = _displayed()
+    pil = Image.fromarray(shown[..., ::-1].copy())
+    if orientation in _INVERSE:
+        pil = pil.transpose(getattr(Image.Transpose, _INVERSE[orientation]))
+    if mode == 'I;16':
+        pil = Image.fromarray(np.asarray(pil.convert('L')).astype(np.uint16) * 257)
+    elif mode == 'P':
+        pil = pil.convert('P', palette=Image.Palette.ADAPTIVE, colors=8)  # exact for these 3 colours
+    elif mode != 'RGB':
+        pil = pil.convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil.save(path, **options, **({} if path.suffix == '.bmp' else {'exif': exif.tobytes()}))
+    expected = shown if mode in ('RGB', 'RGBA', 'P') else np.repeat(cv2.cvtColor(shown, cv2.COLOR_BGR2GRAY)[..., None], 3, 2)
+    return expected
+
+
+@pytest.mark.parametrize('ext,mode,options', FORMATS)
+def test_every_format_and_exif_orientation_reads_as_displayed(tmp_path, ext, mode, options):
+    from PIL import Image, ImageOps
+
+    from utils.sources import imread
+
+    for o in range(1, 9) if ext not in ('bmp', 'tif') else [1]:  # TIFF orientation: Pillow's, version-dependent
+        path = tmp_path / f'{mode.replace(";", "")}_{o}.{ext}'
+        expected = _write_oriented(path, mode, options, o)
+        got = imread(path)
+        with Image.open(path) as pil:  # PIL's own EXIF transpose agrees on the displayed size
+            assert ImageOps.exif_transpose(pil).size == (got.shape[1], got.shape[0]) == (60, 40), (path, o)
+        tol = 3 if ext in ('jpg', 'jpeg') else 0
+        assert np.abs(got.astype(int) - expected).mean() <= tol and got.shape == expected.shape, (path, o)
+
+
+@pytest.mark.parametrize('ext,mode,options', [FORMATS[0], FORMATS[2], FORMATS[6], FORMATS[8]])
+def test_oriented_images_train_val_and_detect_with_their_labels(tmp_path, ext, mode, options):
+    for o in range(1, 9):
+        _write_oriented(tmp_path / 'images' / 'train' / f'{o}.{ext}', mode, options, o)
+        (tmp_path / 'labels' / 'train').mkdir(parents=True, exist_ok=True)
+        (tmp_path / 'labels' / 'train' / f'{o}.txt').write_text('0 0.25 0.35 0.3 0.3\n')
+    for augment in (False, True):
+        hyp = {**HYP, 'mosaic': 0.0, 'degrees': 0, 'translate': 0, 'scale': 0, 'shear': 0, 'fliplr': 0, 'hsv_h': 0,
+               'hsv_s': 0, 'hsv_v': 0}
+        ds = LoadImagesAndLabels(str(tmp_path / 'images' / 'train'), img_size=64, augment=augment, hyp=hyp)
+        assert ds.n == 8 and (ds.shapes == [60, 40]).all()
+        for i in range(ds.n):
+            im, labels, path, _ = ds[i]
+            _, x, y, w, h = (labels[0, 1:] * torch.tensor([1, 64, 64, 64, 64])).tolist()
+            inside = im[:, int(y - h / 2) + 2:int(y + h / 2) - 2, int(x - w / 2) + 2:int(x + w / 2) - 2].float()
+            assert inside.mean() > 120, f'{path}: the label box does not cover the bright box'
+    for path, _, im0, _, _ in LoadImages(str(tmp_path / 'images' / 'train'), img_size=64):
+        assert im0.shape[:2] == (40, 60) and int(im0[-1, -1, 0]) > int(im0[0, -1, 0]) + 15, path  # the marked corner

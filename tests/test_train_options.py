@@ -37,7 +37,9 @@ def test_many_flags_in_one_run(tiny_data, tmp_path):
 
 def test_rect_disk_cache_adam(tiny_data, tmp_path):
     _train(tiny_data, tmp_path, "--epochs", "1", "--rect", "--cache", "disk", "--optimizer", "Adam", "--noval")
-    assert list((Path(tiny_data).parent / "shapes" / "images" / "train").glob("*.npy"))
+    shapes = Path(tiny_data).parent / "shapes"
+    assert list((shapes / "labels" / "train.cache-images").glob("*.npy"))
+    assert not list((shapes / "images").rglob("*.npy")), "image caches never go into the image folders"
     assert (tmp_path / "exp" / "weights" / "last.pt").is_file()
 
 

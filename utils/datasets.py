@@ -18,9 +18,9 @@ from tqdm import tqdm
 from utils.augmentations import augment_hsv, letterbox, mixup, random_perspective
 from utils.general import LOGGER, NUM_THREADS, xywhn2xyxy, xyxy2xywhn
 from utils.sources import (IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams,  # noqa: F401 (re-export)
-                           img2label_paths, list_files, suffix, to_chw_rgb)
+                           displayed_size, img2label_paths, imread, list_files, suffix, to_chw_rgb)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: per-image EXIF orientation and repaired-JPEG path
 COORD_TOL = 1e-3  # normalised coordinates may overshoot [0, 1] by this much (rounding); they are clipped
 BAR_FORMAT = '{l_bar}{bar:10}{r_bar}'
 
@@ -31,19 +31,13 @@ def writable(path):
     return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
 
 
-def exif_size(img):
-    """(w, h) of a PIL image after its EXIF orientation is applied."""
-    w, h = img.size
-    orientation = img.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # transposed or rotated by 90/270 degrees
-
-
-def _check_image(im_file):
-    """Verify one image file; returns ((w, h), warning message) or raises ValueError/OSError."""
+def _check_image(im_file, cache_dir):
+    """Verify one image; returns ((w, h) as shown, EXIF orientation, repaired .npy or None, warning) or raises."""
     with Image.open(im_file) as im:
-        shape = exif_size(im)
+        im.verify()  # first: Pillow refuses verify() after any other read (a PNG's EXIF included)
+    with Image.open(im_file) as im:
         fmt = (im.format or '').lower()
-        im.verify()
+    *shape, orientation = displayed_size(im_file)
     if shape[0] < 10 or shape[1] < 10:
         raise ValueError(f'image size {shape} <10 pixels')
     if fmt not in IMG_FORMATS:
@@ -52,26 +46,60 @@ def _check_image(im_file):
         with open(im_file, 'rb') as f:
             f.seek(-2, 2)
             if f.read() != b'\xff\xd9':  # missing end-of-image marker: truncated file
-                return shape, _restore_jpeg(im_file)
-    return shape, ''
+                return (shape, orientation, *_repair_jpeg(im_file, orientation, cache_dir))
+    return shape, orientation, None, ''
 
 
-def _restore_jpeg(im_file):
-    """Re-save a truncated JPEG from its decodable part; returns a warning message either way."""
-    im = cv2.imread(im_file)
+def _repair_jpeg(im_file, orientation, cache_dir):
+    """Decode a truncated JPEG once and keep the result in the cache folder; the user's file is never touched."""
+    im = imread(im_file, orientation)
     if im is None:
         raise ValueError('truncated JPEG that cannot be decoded')
-    if writable(im_file) and cv2.imwrite(im_file, im, [cv2.IMWRITE_JPEG_QUALITY, 100]):
-        return f'WARNING: {im_file}: corrupt JPEG restored and saved'
-    return f'WARNING: {im_file}: corrupt JPEG (truncated) could not be restored (read-only?), using it as is'
+    target = Path(cache_dir) / cache_name(im_file, '.repaired.npy') if cache_dir else None
+    try:
+        if target is None or not _ensure_dir(target.parent):
+            raise PermissionError('no writable cache folder')
+        np.save(target, im)
+    except OSError as e:
+        return None, f'WARNING: {im_file}: corrupt JPEG (truncated), decoded as is on every read ({e})'
+    return str(target), f'WARNING: {im_file}: corrupt JPEG (truncated): its decodable part is cached in {target}'
+
+
+def _ensure_dir(path):
+    """Create path if needed; True when files may be written there."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return writable(path)
+
+
+def cache_name(im_file, ext='.npy'):
+    """Cache file name for an image: its stem plus a fingerprint of path, size and mtime (a changed image misses)."""
+    st = os.stat(im_file)
+    key = hashlib.md5(f'{os.path.abspath(im_file)}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()[:16]
+    return f'{Path(im_file).stem}.{key}{ext}'
+
+
+def _box_row(row):
+    """A label row as (class, x, y, w, h): a polygon `class x1 y1 ... xn yn` (n >= 3) becomes its bounding box."""
+    if len(row) == 5:
+        return row
+    if len(row) < 7 or len(row) % 2 == 0:
+        raise ValueError(f'{len(row)} columns: expected 5 (class x y w h) or a polygon (class x1 y1 x2 y2 x3 y3 ...)')
+    xy = np.array(row[1:], dtype=np.float64).reshape(-1, 2)
+    (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
+    return [row[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
 
 
 def _parse_label(lb_file):
     """(n, 5) float32 labels of a label file, with duplicates removed; returns (labels, warning message)."""
-    rows = [x.split() for x in Path(lb_file).read_text().strip().splitlines() if x.strip()]
+    rows = [[float(v) for v in x.split()] for x in Path(lb_file).read_text().strip().splitlines() if x.strip()]
     for i, row in enumerate(rows):
-        if len(row) != 5:
-            raise ValueError(f'label row {i + 1} has {len(row)} columns, expected 5 (class x y w h)')
+        try:
+            rows[i] = _box_row(row)
+        except ValueError as e:
+            raise ValueError(f'label row {i + 1}: {e}') from None
     lb = np.array(rows, dtype=np.float32).reshape(-1, 5)
     if not np.isfinite(lb).all():
         raise ValueError('non-finite label values')
@@ -89,11 +117,12 @@ def _parse_label(lb_file):
 
 
 def verify_image_label(args):
-    """Check one (image, label file, prefix); returns im_file, labels, (w, h), nm, nf, ne, nc, message."""
-    im_file, lb_file, prefix = args
+    """Check one (image, label file, prefix, cache dir); returns im_file, labels, info, nm, nf, ne, nc, message."""
+    im_file, lb_file, prefix, cache_dir = args
     nm = nf = ne = 0
     try:
-        shape, msg = _check_image(im_file)
+        shape, orientation, repaired, msg = _check_image(im_file, cache_dir)
+        info = {'shape': list(shape), 'orientation': orientation, 'repaired': repaired}
         if os.path.isfile(lb_file):
             nf = 1
             lb, lb_msg = _parse_label(lb_file)
@@ -101,7 +130,7 @@ def verify_image_label(args):
             ne = int(len(lb) == 0)
         else:
             nm, lb, msg = 1, np.zeros((0, 5), dtype=np.float32), prefix + msg if msg else ''
-        return im_file, lb, shape, nm, nf, ne, 0, msg
+        return im_file, lb, info, nm, nf, ne, 0, msg
     except Exception as e:  # any unreadable file or bad label is reported and the pair skipped
         return None, None, None, nm, nf, ne, 1, f'{prefix}WARNING: {im_file}: ignoring corrupt image/label: {e}'
 
@@ -144,13 +173,14 @@ def scan_labels(img_files, label_files, cache_path, prefix=''):
     """Verify every image/label pair (threaded) and build the cache dict."""
     labels, msgs, counts = {}, [], np.zeros(4, dtype=int)  # missing, found, empty, corrupt
     desc = f"{prefix}Scanning '{cache_path.parent / cache_path.stem}' images and labels..."
+    n, cache_dir = len(img_files), image_cache_dir(cache_path)
     with ThreadPool(NUM_THREADS) as pool:
-        results = pool.imap(verify_image_label, zip(img_files, label_files, [prefix] * len(img_files)))
+        results = pool.imap(verify_image_label, zip(img_files, label_files, [prefix] * n, [cache_dir] * n))
         pbar = tqdm(results, desc=desc, total=len(img_files), bar_format=BAR_FORMAT)
-        for im_file, lb, shape, *c, msg in pbar:
+        for im_file, lb, info, *c, msg in pbar:
             counts += c
             if im_file:
-                labels[im_file] = {'labels': lb.tolist(), 'shape': list(shape)}
+                labels[im_file] = {'labels': lb.tolist(), **info}
             if msg:
                 msgs.append(msg)
             pbar.desc = f'{desc} {counts[1]} found, {counts[0]} missing, {counts[2]} empty, {counts[3]} corrupt'
@@ -164,6 +194,11 @@ def cache_path_for(path, label_files):
     if isinstance(path, (str, Path)) and Path(path).is_file():
         return Path(path).with_suffix('.cache')
     return Path(label_files[0]).parent.with_suffix('.cache')
+
+
+def image_cache_dir(cache_path):
+    """Folder beside the label cache for image caches (--cache disk .npy, repaired JPEGs): never the image folder."""
+    return Path(cache_path).parent / f'{Path(cache_path).stem}.cache-images'
 
 
 def load_labels(path, img_files, label_files, prefix=''):
@@ -209,6 +244,8 @@ class LoadImagesAndLabels(Dataset):
         self.label_files = img2label_paths(self.img_files)
         self.labels = [np.array(v['labels'], dtype=np.float32).reshape(-1, 5) for v in cache['labels'].values()]
         self.shapes = np.array([v['shape'] for v in cache['labels'].values()], dtype=np.float64)
+        self.orientations = [v['orientation'] for v in cache['labels'].values()]
+        self.repaired = [v['repaired'] for v in cache['labels'].values()]
         if single_cls:
             for lb in self.labels:
                 lb[:, 0] = 0
@@ -219,7 +256,8 @@ class LoadImagesAndLabels(Dataset):
             self._rect_batches(batch_size, pad)
         self._warn_unsupported_hyp(prefix)
         self.ims, self.im_hw0, self.im_hw = [None] * self.n, [None] * self.n, [None] * self.n
-        self.npy_files = [Path(f).with_suffix('.npy') for f in self.img_files]
+        self.npy_dir = image_cache_dir(self.cache_path)
+        self.npy_files = [self.npy_dir / cache_name(f) for f in self.img_files]
         self.cache_mode = None
         if cache_images:
             self._cache_images('disk' if cache_images == 'disk' else 'ram', prefix)
@@ -228,9 +266,8 @@ class LoadImagesAndLabels(Dataset):
         """Sort images by aspect ratio and give each batch the smallest stride-multiple shape that fits."""
         ar = self.shapes[:, 1] / self.shapes[:, 0]  # h / w
         order = ar.argsort()
-        self.img_files = [self.img_files[i] for i in order]
-        self.label_files = [self.label_files[i] for i in order]
-        self.labels = [self.labels[i] for i in order]
+        for k in ('img_files', 'label_files', 'labels', 'orientations', 'repaired'):
+            setattr(self, k, [getattr(self, k)[i] for i in order])
         self.shapes, ar = self.shapes[order], ar[order]
         shapes = []
         for i in range(self.batch[-1] + 1):
@@ -246,7 +283,7 @@ class LoadImagesAndLabels(Dataset):
                            f"needs segment labels, which this project does not load. Set copy_paste: 0.")
 
     def _cache_images(self, mode, prefix):
-        """Cache resized images in RAM, or original images as .npy beside them ('disk'; RAM if not writable)."""
+        """Cache resized images in RAM, or original images as .npy in the cache folder ('disk'; RAM if read-only)."""
         if mode == 'disk' and not self._disk_writable(prefix):
             mode = 'ram'
         self.cache_mode = mode
@@ -262,31 +299,38 @@ class LoadImagesAndLabels(Dataset):
                     gb += self.ims[i].nbytes
                 pbar.desc = f'{prefix}Caching images ({gb / 1E9:.1f}GB {mode})'
             pbar.close()
+        if mode == 'disk':
+            self._prune_stale_npy()
+
+    def _prune_stale_npy(self):
+        """Remove .npy caches of images that changed or left the dataset (their fingerprint no longer matches)."""
+        current = {p.name for p in self.npy_files} | {Path(r).name for r in self.repaired if r}
+        for p in self.npy_dir.glob('*.npy'):
+            if p.name not in current:
+                p.unlink(missing_ok=True)
 
     def _disk_writable(self, prefix):
-        """True if a .npy can be written beside the first image; warns otherwise."""
-        probe = self.npy_files[0].with_suffix('.probe.npy')
-        try:
-            if not writable(probe.parent):
-                raise PermissionError(f'{probe.parent} is read-only')
-            np.save(probe, np.zeros(1))
-            probe.unlink()
+        """True if .npy files can be written in the cache folder; warns otherwise."""
+        if _ensure_dir(self.npy_dir):
             return True
-        except OSError as e:
-            LOGGER.warning(f'{prefix}WARNING: cannot write .npy image cache beside {self.img_files[0]} ({e}), '
-                           f'caching images in RAM instead')
-            return False
+        LOGGER.warning(f'{prefix}WARNING: cannot write the .npy image cache folder {self.npy_dir} (read-only?), '
+                       f'caching images in RAM instead')
+        return False
 
     def _save_npy(self, i):
-        """Write image i as .npy (original size, BGR) if not there yet."""
+        """Write image i as .npy (original size, BGR, as shown) if not there yet."""
         if not self.npy_files[i].exists():
-            np.save(self.npy_files[i], self._read(i))
+            tmp = self.npy_files[i].with_suffix('.tmp.npy')
+            np.save(tmp, self._read(i))
+            os.replace(tmp, self.npy_files[i])
 
     def _read(self, i):
-        """Original BGR image i from its .npy cache or file; a clear error if it cannot be read."""
+        """Original BGR image i from its .npy cache, its repaired decode, or the file; a clear error if unreadable."""
         if self.cache_mode == 'disk' and self.npy_files[i].exists():
             return np.load(self.npy_files[i])
-        im = cv2.imread(self.img_files[i])
+        if self.repaired[i] and os.path.isfile(self.repaired[i]):
+            return np.load(self.repaired[i])
+        im = imread(self.img_files[i], self.orientations[i])
         if im is None:
             raise FileNotFoundError(f'image not found or unreadable: {self.img_files[i]}')
         return im
@@ -300,7 +344,8 @@ class LoadImagesAndLabels(Dataset):
         r = self.img_size / max(h0, w0)
         if r != 1:
             interp = cv2.INTER_AREA if r < 1 and not self.augment else cv2.INTER_LINEAR
-            im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
+            size = max(int(w0 * r), 1), max(int(h0 * r), 1)  # an extreme aspect ratio keeps at least 1 pixel
+            im = cv2.resize(im, size, interpolation=interp)
         return im, (h0, w0), im.shape[:2]
 
     def __len__(self):
@@ -427,3 +472,12 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
                         worker_init_fn=seed_worker, generator=generator,
                         persistent_workers=nw > 0 and not image_weights)  # image_weights: workers see new indices
     return loader, dataset
+
+
+def check_label_classes(dataset, nc, data=''):
+    """Raise a clear error naming the label file when a class id is >= nc (before any training or scoring)."""
+    for lb, lb_file in zip(dataset.labels, dataset.label_files):
+        if len(lb) and lb[:, 0].max() >= nc:
+            c = int(lb[:, 0].max())
+            raise ValueError(f'{lb_file}: class {c} >= nc={nc}{f" of {data}" if data else ""}: '
+                             f'class ids must be 0-{nc - 1}; fix the label file or raise nc (and names) in the data yaml')

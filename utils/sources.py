@@ -8,12 +8,62 @@ from threading import Thread
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 from utils.augmentations import letterbox
 from utils.general import LOGGER
 
 IMG_FORMATS = ['bmp', 'dng', 'jpeg', 'jpg', 'mpo', 'png', 'tif', 'tiff', 'webp']
 VID_FORMATS = ['asf', 'avi', 'gif', 'm4v', 'mkv', 'mov', 'mp4', 'mpeg', 'mpg', 'wmv']
+
+
+_ORIENT = {  # EXIF orientation -> how to turn the stored pixels into what viewers show
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a)}
+
+
+def exif_orientation(path):
+    """EXIF orientation tag (1-8) of an image file; 1 when absent, invalid or unreadable."""
+    try:
+        with Image.open(path) as im:
+            o = im.getexif().get(0x0112, 1)
+    except Exception:  # any decoder error means no usable orientation
+        return 1
+    return o if o in range(1, 9) else 1
+
+
+def _is_tiff(path):
+    return suffix(str(path)) in ('tif', 'tiff')
+
+
+def _read_tiff(path):
+    """TIFF through Pillow's exif_transpose: TIFF readers disagree on whether decoding already applied the tag."""
+    try:
+        with Image.open(path) as im:
+            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert('RGB'))[..., ::-1])
+    except Exception:  # unreadable: reported by the caller like a failed cv2.imread
+        return None
+
+
+def displayed_size(path):
+    """(w, h, orientation) of an image as viewers show it; orientation is what imread must still apply."""
+    with Image.open(path) as im:
+        if _is_tiff(path):
+            return (*ImageOps.exif_transpose(im).size, 1)
+        w, h = im.size
+    o = exif_orientation(path)
+    return (h, w, o) if o in (5, 6, 7, 8) else (w, h, o)  # transposed or rotated by 90/270 degrees
+
+
+def imread(path, orientation=None):
+    """BGR uint8 image as viewers show it (EXIF orientation applied by one rule for every format and OpenCV)."""
+    if _is_tiff(path):
+        return _read_tiff(path)
+    im = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if im is None:
+        return None
+    o = exif_orientation(path) if orientation is None else orientation
+    return np.ascontiguousarray(_ORIENT[o](im)) if o in _ORIENT else im
 
 
 def img2label_paths(img_paths):
@@ -95,7 +145,7 @@ class LoadImages:
             else:
                 path = self.files[self.count]
                 self.count += 1
-                im0 = cv2.imread(path)
+                im0 = imread(path)
                 if im0 is None:
                     LOGGER.warning(f'WARNING: image {self.count}/{self.nf} {path}: could not be read, skipping')
                     continue

@@ -1,14 +1,20 @@
 """Training helpers: optimizer parameter groups, LR schedule, early stopping, checkpoint stripping, results logging."""
 import csv
 import math
+import os
 from datetime import datetime
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+import yaml
+
 from utils.checkpoints import load_checkpoint, save_checkpoint
-from utils.general import LOGGER, colorstr, one_cycle
+from utils.general import LOGGER, ROOT, colorstr, one_cycle
+
+HYP_TEMPLATE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+MAX_NONFINITE = 10  # consecutive non-finite losses (at most one epoch's worth) before training stops
 
 RESULT_KEYS = ["train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
                "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
@@ -121,6 +127,18 @@ class ResultsLogger:
             except ImportError:
                 pass
 
+    def drop_from(self, epoch):
+        """Remove rows of epochs >= epoch (a resumed run repeats the epoch that was interrupted)."""
+        if not self.csv.exists():
+            return
+        with open(self.csv, newline="") as f:
+            rows = list(csv.reader(f))
+        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < epoch]
+        tmp = self.csv.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+        os.replace(tmp, self.csv)
+
     def log_epoch(self, epoch, values, extra=None):
         new = not self.csv.exists()
         with open(self.csv, "a", newline="") as f:
@@ -150,3 +168,86 @@ def multi_scale_size(imgsz, gs, rng):
 def scaled_shape(shape, sz, gs):
     sf = sz / max(shape)
     return [math.ceil(x * sf / gs) * gs for x in shape]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped after a run of NaN/inf losses; the saved checkpoints are the last finite ones."""
+
+
+def check_counts(opt):
+    """--batch-size and --epochs must be positive."""
+    for flag, value, example in (("--batch-size", opt.batch_size, 16), ("--epochs", opt.epochs, 300)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1, e.g. {flag} {example}")
+
+
+def check_hyp(hyp, source):
+    """Every key of data/hyps/hyp.scratch-low.yaml must be in the hyps (anchors is optional there too)."""
+    if not isinstance(hyp, dict):
+        raise ValueError(f"{source}: hyperparameters must be a yaml mapping of name: value, got {type(hyp).__name__}")
+    required = yaml.safe_load(HYP_TEMPLATE.read_text())
+    missing = [k for k in required if k not in hyp]
+    if missing:
+        raise ValueError(f"{source}: hyperparameter '{missing[0]}' is missing"
+                         f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+                         f"copy it from {HYP_TEMPLATE.relative_to(ROOT)}")
+    return hyp
+
+
+def make_run_dir(save_dir, project):
+    """Create the run folder; a clear error when --project is not writable."""
+    try:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(save_dir) / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--project {project}: cannot write the run folder {save_dir} ({e.strerror or e}); "
+                         f"pass a writable --project") from None
+
+
+class RunLock:
+    """`<run>/.lock` holding the owner's pid: a second live run into the same folder is refused."""
+
+    def __init__(self, save_dir):
+        self.path = Path(save_dir) / ".lock"
+
+    def __enter__(self):
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = self._owner()
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ValueError(f"{self.path.parent} is in use by another training run (pid {pid}, {self.path}); "
+                                 f"use another --name, or wait for it to finish") from None
+            LOGGER.warning(f"WARNING: {self.path}: taking over the lock of a run that is gone (pid {pid})")
+            self.path.unlink(missing_ok=True)
+            return self.__enter__()
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return self
+
+    def _owner(self):
+        try:
+            return int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def __exit__(self, *exc):
+        if self._owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def is_finite_model(model):
+    """True when every parameter and buffer is finite (a NaN model is never saved over a good one)."""
+    return all(torch.isfinite(t).all() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
