@@ -91,7 +91,7 @@ def _header(v):
     cls = REGISTRY[v.block].cls
     return [
         f"# YOLOv5 v6.1 l layout with {v.block}: {v.where}",
-        f"# {v.block}: {cls.__doc__.strip()}",
+        f"# {v.block}: {cls.__doc__.strip().splitlines()[0]}",
         f"# yolov5{{n,s,m,x}}_{v.name}.yaml picks the other sizes' multiples",
         f"# Generated from {v.base} by `python -m models.variants --write` (models/variants.py): edit that, not this",
     ]
@@ -127,7 +127,7 @@ def zoo_table():
     for v in VARIANTS:
         e = REGISTRY[v.block]
         names = f"`{e.name}`" + (f" ({', '.join(f'`{a}`' for a in e.aliases)})" if e.aliases else "")
-        rows.append(f"| {names} | {e.cls.__doc__.strip()} | `{v.file.name}` | {v.where} |")
+        rows.append(f"| {names} | {e.cls.__doc__.strip().splitlines()[0]} | `{v.file.name}` | {v.where} |")
     return rows
 
 
