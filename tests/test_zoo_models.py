@@ -8,6 +8,8 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.config import ModelConfigError, load_model_yaml
@@ -263,3 +265,26 @@ def test_variant_insertion_renumbers_from_indices():
     d = load_model_yaml(str(dynamic.file))[0]
     assert [r[2] for r in d["head"]] == [("DynamicConv" if i in (10, 14) else r[2]) for i, r in
                                          enumerate(base["backbone"] + base["head"]) if i >= len(base["backbone"])]
+
+
+class _RealOps(TorchDispatchMode):
+    """Records the largest tensor an aten op returns off the meta device."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        real = [t.numel() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.device.type != "meta"]
+        self.numel = max([self.numel, *real])
+        return out
+
+
+def test_exact_flops_runs_no_real_arithmetic():
+    model = _built("yolov5n_SOCA.yaml")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with _RealOps() as ops:
+        flops = exact_flops(model, 640)
+
+    assert all(torch.equal(before[k], v) and v.device.type == "cpu" for k, v in model.state_dict().items())
