@@ -104,22 +104,34 @@ class Model(nn.Module):
             return
         s = 256
         m.inplace = self.inplace
-        try:
-            outputs = self.forward(torch.zeros(1, ch, s, s))
-        except LayerError as e:
-            raise ModelConfigError(f"{self.yaml_file}: {e}") from e.__cause__
+        outputs = self._probe(torch.zeros(1, ch, s, s))
         m.stride = torch.tensor([s / x.shape[-2] for x in outputs])
         check_anchor_order(m)  # in pixels, before the anchors move to grid units
         m.anchors /= m.stride.view(-1, 1, 1)
         self.stride = m.stride
         self._initialize_biases()
 
+    def _probe(self, x):
+        """Forward x at build time; a layer that fails makes a ModelConfigError naming it and its input shapes."""
+        inputs = {}
+        hooks = [m.register_forward_pre_hook(lambda m, args: inputs.update(layer=m, x=args[0])) for m in self.model]
+        try:
+            return self.forward(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            m = inputs["layer"]
+            raise ModelConfigError(
+                f"{self.yaml_file}: layer {m.i} {m.type.split('.')[-1]} failed on input {_shapes(inputs['x'])}: {e}"
+            ) from e
+        finally:
+            for h in hooks:
+                h.remove()
+
     def forward(self, x):
         y = []
         for m in self.model:
             if m.f != -1:
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            x = _run_layer(m, x)
+            x = m(x)
             y.append(x if m.i in self.save else None)
         return x
 
@@ -164,19 +176,6 @@ class Model(nn.Module):
             m.grid = list(map(fn, m.grid))
             m.anchor_grid = list(map(fn, m.anchor_grid))
         return self
-
-
-class LayerError(RuntimeError):
-    """A forward failure annotated with the yaml layer where it happened."""
-
-
-def _run_layer(m, x):
-    try:
-        return m(x)
-    except LayerError:
-        raise
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        raise LayerError(f"layer {m.i} {m.type.split('.')[-1]} failed on input {_shapes(x)}: {e}") from e
 
 
 def _shapes(x):

@@ -1,12 +1,14 @@
 """Block-level tests of models/attention: shapes, dtypes, batch independence, ONNX, and each block's math."""
 import copy
 import inspect
+import math
 import pickle
 import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -141,7 +143,7 @@ def test_keep_blocks_reject_other_c2(name):
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_bad_reduction_named(bad):
-    with pytest.raises(ValueError, match="SE: r must be an int"):
+    with pytest.raises(ValueError, match="SE: reduction must be an int"):
         att.SE(C, C, bad)
 
 
@@ -151,7 +153,7 @@ def test_names_aliases_and_docstrings():
     for name, entry in ENTRIES.items():
         for alias in entry.aliases:
             assert getattr(att, alias) is getattr(att, name) is getattr(common, alias) is entry.cls
-        assert entry.cls.__doc__ and "\n" not in entry.cls.__doc__.strip()
+        assert entry.cls.__doc__ and entry.cls.__doc__.strip().splitlines()[0].endswith(").")  # names the paper
         assert list(inspect.signature(entry.cls).parameters)[:2] == ["c1", "c2"]
     assert set(att.__all__) == {n for e in ENTRIES.values() for n in (e.name, *e.aliases)}
 
@@ -216,7 +218,7 @@ def test_eca_kernel_size():
 
 
 def test_double_attention_matches_explicit_sums():
-    m = att.DoubleAttention(4, 4, 3, 2).double()
+    m = att.DoubleAttention(4, 4, c_m=3, c_n=2).double()
     torch.nn.init.normal_(m.proj.weight)
     x = torch.randn(1, 4, 3, 5, dtype=torch.float64)
     a, bm, v = (conv(x)[0].flatten(1) for conv in (m.conv_a, m.conv_b, m.conv_v))
@@ -233,7 +235,7 @@ def test_double_attention_starts_as_identity():
     assert torch.equal(att.DoubleAttention(C, C)(x), x)
 
 
-@pytest.mark.parametrize("make", [lambda: att.SKAttention(C, C, 3), lambda: att.SplitAttn(C, 24, 3, 1, 2, 2)])
+@pytest.mark.parametrize("make", [lambda: att.SKAttention(C, C, branches=3), lambda: att.SplitAttn(C, 24, 3, 1, 2, 2)])
 def test_uniform_selection_averages_branches(make):
     m = make().eval()
     last = m.fc[-1]
@@ -285,10 +287,12 @@ def test_dynamic_conv_kernel_mix_equals_output_mix(g):
 
 def test_dynamic_conv_temperature_schedule_and_persistence():
     m = att.DynamicConv(C, C)
-    taus = [m.epoch_update(e, 300)["temperature"] for e in (0, 5, 10, 40)]
-    assert taus == [30.0, 15.5, 1.0, 1.0] and m.temperature == 1.0
+    taus = [m.epoch_update(e, 300)["temperature"] for e in (0, 3, 9, 10, 40)]
+    assert taus == [30.0, 30 - 29 * 3 / 9, 1.0, 1.0, 1.0] and m.temperature == 1.0
+    assert [m.epoch_update(e, 5)["temperature"] for e in range(5)] == [30 - 29 * e / 4 for e in range(5)]
+    assert m.epoch_update(0, 1)["temperature"] == 1.0  # a 1-epoch run trains at the end of the schedule
     m.epoch_update(2, 300)
-    assert pickle.loads(pickle.dumps(m)).temperature == copy.deepcopy(m).temperature == m.temperature == 30 - 29 * 0.2
+    assert pickle.loads(pickle.dumps(m)).temperature == copy.deepcopy(m).temperature == m.temperature == 30 - 29 * 2 / 9
     with pytest.raises(ValueError, match="DynamicConv.epoch_update"):
         m.epoch_update(-1, 300)
 
@@ -315,3 +319,132 @@ def test_speed_benchmark_tiny(capsys):
     assert table[0].startswith("| block | P3 time | P3 memory")
     assert [row.split(" | ")[0] for row in table[2:]] == ["| SE", "| SOCA", "| ECA"]
     assert table[2].count(" ms") == 3 and table[3].count("x") >= 3
+
+
+# The official implementations, transcribed as formulas on the same weights (float64, 1e-5 of |ref| + 1)
+def _rand_bn(bn):
+    """Give a BatchNorm2d trained-looking statistics and affine parameters; return it in eval mode."""
+    c = bn.num_features
+    bn.running_mean.copy_(torch.randn(c, dtype=bn.running_mean.dtype))
+    bn.running_var.copy_(torch.rand(c, dtype=bn.running_var.dtype) + 0.5)
+    torch.nn.init.normal_(bn.weight)
+    torch.nn.init.normal_(bn.bias)
+    return bn.eval()
+
+
+def _bn(y, bn):
+    return F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def _equal64(ours, official):
+    return (ours - official).abs().max().item() <= 1e-5 * (official.abs().max().item() + 1)
+
+
+def test_sge_equals_official_code():
+    m = att.SGE(16, 16, groups=4).double().eval()
+    torch.nn.init.normal_(m.weight, std=3.0)  # trained gammas
+    torch.nn.init.normal_(m.bias)
+    x = torch.randn(2, 16, 5, 4, dtype=torch.float64)
+    b, c, h, w = x.shape
+    xg = x.view(b * 4, -1, h, w)
+    t = (xg * xg.mean((2, 3), keepdim=True)).sum(1, keepdim=True).view(b * 4, -1)
+    t = t - t.mean(1, keepdim=True)
+    t = t / (t.std(1, keepdim=True) + 1e-5)
+    t = (t.view(b, 4, h, w) * m.weight + m.bias).view(b * 4, 1, h, w)
+    official = (xg * torch.sigmoid(t)).view(b, c, h, w)
+    assert _equal64(m(x), official)
+
+
+def _scnet_calibrated(x, m, k2_bn, pooling_r):
+    """SCNet's SCConv on the calibrated half: k4(k3(x) * sigmoid(x + up(k2(x)))), k2 = AvgPool2d(r) floor, conv, BN."""
+    k2 = _bn(F.conv2d(F.avg_pool2d(x, pooling_r, pooling_r), m.k2.weight, None, 1, 1), k2_bn)
+    gate = torch.sigmoid(x + F.interpolate(k2, x.shape[2:]))
+    k3 = _bn(F.conv2d(x, m.k3.conv.weight, None, 1, 1), m.k3.bn)
+    return _bn(F.conv2d(k3 * gate, m.k4.conv.weight, None, 1, 1), m.k4.bn)
+
+
+def test_scconv_equals_scnet_with_floor_pooling():
+    m = att.SCConv(16, 16, 3, 1).double().eval()
+    k2_bn = _rand_bn(torch.nn.BatchNorm2d(8).double())
+    for bn in (m.k3.bn, m.k4.bn):
+        _rand_bn(bn)
+    scale = k2_bn.weight / (k2_bn.running_var + k2_bn.eps).sqrt()  # SCNet's k2 BatchNorm folded into our k2 conv
+    with torch.no_grad():
+        w = m.k2.weight.clone()
+        m.k2.weight.mul_(scale.view(-1, 1, 1, 1))
+        m.k2.bias.copy_(k2_bn.bias - k2_bn.running_mean * scale)
+    x = torch.randn(2, 16, 10, 10, dtype=torch.float64)  # P5 at --img 320: floor and ceil pooling differ
+    ours = m.k4(m.calibrate(x[:, :8]))
+    m.k2.weight.data = w
+    official = F.silu(_scnet_calibrated(x[:, :8], m, k2_bn, 4))  # SiLU: the activation of Conv
+    assert _equal64(ours, official)
+
+
+def test_cbam_equals_official_code_with_batchnorm():
+    m = att.CBAM(16, 16, reduction=4).double().eval()
+    _rand_bn(m.spatial[1])
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    fc1, fc2 = m.mlp[0], m.mlp[2]
+
+    def mlp(v):  # Flatten, Linear, ReLU, Linear
+        return F.linear(F.relu(F.linear(v.flatten(1), fc1.weight.flatten(1), fc1.bias)), fc2.weight.flatten(1), fc2.bias)
+
+    x1 = x * torch.sigmoid(mlp(F.avg_pool2d(x, x.shape[2:])) + mlp(F.max_pool2d(x, x.shape[2:])))[..., None, None]
+    pooled = torch.cat((torch.max(x1, 1)[0].unsqueeze(1), torch.mean(x1, 1).unsqueeze(1)), 1)  # ChannelPool
+    official = x1 * torch.sigmoid(_bn(F.conv2d(pooled, m.spatial[0].weight, None, 1, 3), m.spatial[1]))
+    assert _equal64(m(x), official)
+
+
+def test_eca_equals_official_code_and_paper_kernel_size():
+    for c in range(1, 2049):
+        t = math.log2(c) / 2 + 1 / 2
+        nearest_odd = 2 * math.floor(t / 2) + 1  # the paper's |t|_odd (ties at even t go up)
+        assert eca_kernel_size(c) == nearest_odd, c
+    assert {eca_kernel_size(c) for c in range(1, 8)} == {1} and eca_kernel_size(8) == 3
+    m = att.ECA(64, 64).double()
+    x = torch.randn(2, 64, 5, 3, dtype=torch.float64)
+    y = F.adaptive_avg_pool2d(x, 1)
+    y = F.conv1d(y.squeeze(-1).transpose(-1, -2), m.conv.weight, padding=1).transpose(-1, -2).unsqueeze(-1)
+    assert _equal64(m(x), x * torch.sigmoid(y).expand_as(x))
+
+
+def test_coordatt_equals_official_code():
+    m = att.CoordAtt(16, 16).double().eval()
+    _rand_bn(m.squeeze[1])
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    h, w = x.shape[2:]
+    x_h, x_w = F.adaptive_avg_pool2d(x, (None, 1)), F.adaptive_avg_pool2d(x, (1, None)).permute(0, 1, 3, 2)
+    y = torch.cat([x_h, x_w], dim=2)
+    y = _bn(F.conv2d(y, m.squeeze[0].weight, m.squeeze[0].bias), m.squeeze[1])
+    y = y * F.relu6(y + 3) / 6  # h_swish
+    x_h, x_w = torch.split(y, [h, w], dim=2)
+    a_h = torch.sigmoid(F.conv2d(x_h, m.conv_h.weight, m.conv_h.bias))
+    a_w = torch.sigmoid(F.conv2d(x_w.permute(0, 1, 3, 2), m.conv_w.weight, m.conv_w.bias))
+    assert _equal64(m(x), x * a_w * a_h)
+
+
+def test_simam_equals_official_code():
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    n = x.shape[2] * x.shape[3] - 1
+    d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+    official = x * torch.sigmoid(d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + 1e-4)) + 0.5)
+    assert _equal64(att.SimAM(4, 4)(x), official)
+
+
+def test_se_equals_official_code():
+    m = att.SE(32, 32).double()
+    x = torch.randn(2, 32, 5, 3, dtype=torch.float64)
+    fc1, fc2 = m.fc[0], m.fc[2]
+    y = F.relu(F.linear(x.mean((2, 3)), fc1.weight.flatten(1), fc1.bias))
+    assert _equal64(m(x), x * torch.sigmoid(F.linear(y, fc2.weight.flatten(1), fc2.bias))[..., None, None])
+
+
+def test_dynamic_conv_equals_official_aggregation():
+    m = att.DynamicConv(16, 8, 3, 1).double().eval()
+    m.epoch_update(3, 300)
+    x = torch.randn(3, 16, 7, 6, dtype=torch.float64)
+    logits = m.attention[1](F.adaptive_avg_pool2d(x, 1)).view(3, -1)
+    a = F.softmax(logits / m.temperature, 1)
+    weight = torch.mm(a, m.weight.view(m.K, -1)).view(-1, 16, 3, 3)  # per-sample kernels, batch as groups
+    y = F.conv2d(x.view(1, -1, 7, 6), weight, None, 1, 1, groups=3).view(3, 8, 7, 6)
+    assert _equal64(m(x), F.silu(_bn(y, m.bn)))

@@ -139,22 +139,24 @@ def _hook_macs(model, x):
 
 
 def exact_flops(model, img_size=640, batch_size=1):
-    """FLOPs of one forward pass at the real input size, every op counted by torch.utils.flop_counter."""
+    """FLOPs of one forward pass at the real input size, counted by torch.utils.flop_counter on meta tensors.
+
+    The model is copied with its parameters and buffers on the meta device, so no arithmetic runs and no weights
+    are copied; a module that cannot run on meta tensors raises (model_info turns that into a warning).
+    """
     shape = _input_shape(model, img_size)
     shape = (batch_size, *shape[1:])
-    m = deepcopy(model).eval()
+    memo = {id(t): _meta_like(t) for t in (*model.parameters(), *model.buffers())}
+    m = deepcopy(model, memo).to("meta").eval()
     counter = FlopCounterMode(display=False)
-    try:
-        m = m.to("meta")
-        x = torch.zeros(shape, device="meta", dtype=next(m.parameters()).dtype)
-        with torch.no_grad(), counter:
-            m(x)
-    except (RuntimeError, NotImplementedError):
-        counter = FlopCounterMode(display=False)
-        m = deepcopy(model).eval()
-        with torch.no_grad(), counter:
-            m(torch.zeros(shape, device=_device(model), dtype=next(m.parameters()).dtype))
+    with torch.no_grad(), counter:
+        m(torch.zeros(shape, device="meta", dtype=next(model.parameters()).dtype))
     return counter.get_total_flops()
+
+
+def _meta_like(t):
+    meta = torch.empty_like(t, device="meta")
+    return nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
 
 
 def model_info(model, verbose=False, img_size=640):
@@ -177,8 +179,11 @@ def model_info(model, verbose=False, img_size=640):
     LOGGER.info(f"Model Summary: {len(list(model.modules()))} layers, {n_p} parameters, {n_g} gradients{fs}")
     if fs:
         shape = _input_shape(model, img_size)
-        LOGGER.info(f"Exact: {exact_flops(model, img_size) / 1e9:.2f} GFLOPs at {shape[2]}x{shape[3]} "
-                    "(torch.utils.flop_counter: every conv, matmul and bmm, attention blocks included)")
+        try:
+            LOGGER.info(f"Exact: {exact_flops(model, img_size) / 1e9:.2f} GFLOPs at {shape[2]}x{shape[3]} "
+                        "(torch.utils.flop_counter: every conv, matmul and bmm, attention blocks included)")
+        except (RuntimeError, NotImplementedError, TypeError) as e:
+            LOGGER.warning(f"WARNING: exact GFLOPs not computed (a module does not run on meta tensors): {e}")
 
 
 class ModelEMA:

@@ -1,35 +1,26 @@
 """Attention inside convolutions: SKAttention (keeps channels); SCConv, SplitAttn, DynamicConv (Conv replacements).
 
-The conv replacements map (B, c1, H, W) -> (B, c2, ceil(H / s), ceil(W / s)) for odd kernels, like `Conv`.
-Their attention MLPs act on pooled (B, C, 1, 1) vectors and carry no BatchNorm (the papers put one there), because
-BatchNorm over one value per channel cannot train at batch size 1.
+The conv replacements take `Conv`'s arguments (c1, c2, k, s, ...) and map (B, c1, H, W) -> (B, c2, ceil(H / s),
+ceil(W / s)) for odd kernels. Their attention MLPs act on pooled (B, C, 1, 1) vectors and carry no BatchNorm (the
+papers put one there), because BatchNorm over one value per channel cannot train at batch size 1.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention.checks import check_divisible, check_keep_channels, check_positive_int, check_positive_number
+from models.attention.helpers import check_args, excite_mlp, reduced_channels
 from models.common import Conv, autopad
 from models.registry import Channels, register
-
-
-def _attention_mlp(c1, c_, c2, groups=1):
-    """Pooled (B, c1, 1, 1) -> (B, c2, 1, 1) logits through a ReLU bottleneck of c_ channels."""
-    return nn.Sequential(
-        nn.Conv2d(c1, c_, 1, groups=groups), nn.ReLU(inplace=True), nn.Conv2d(c_, c2, 1, groups=groups)
-    )
 
 
 @register("SKAttention", "SKConv", channels=Channels.KEEP)
 class SKAttention(nn.Module):
     """Selective Kernel convolution (Li et al., CVPR 2019, Selective Kernel Networks)."""
 
-    def __init__(self, c1, c2, branches=2, g=1, r=16, L=32):
+    def __init__(self, c1, c2, reduction=16, min_channels=32, branches=2, g=1):
         super().__init__()
-        check_keep_channels("SKAttention", c1, c2)
-        for name, v in (("branches", branches), ("g", g), ("r", r), ("L", L)):
-            check_positive_int("SKAttention", name, v)
-        check_divisible("SKAttention", "channels", c1, g, "groups g")
+        ints = {"reduction": reduction, "min_channels": min_channels, "branches": branches, "g": g}
+        check_args(self, keep=(c1, c2), ints=ints, divisible=[("channels", c1, "groups g", g)])
         # branch i: 3x3 conv with dilation i + 1, the receptive field of a (2i + 3) x (2i + 3) kernel
         self.branches = nn.ModuleList(
             nn.Sequential(
@@ -39,7 +30,7 @@ class SKAttention(nn.Module):
             )
             for i in range(branches)
         )
-        self.fc = _attention_mlp(c1, max(c1 // r, L), c1 * branches)
+        self.fc = excite_mlp(c1, reduced_channels(c1, reduction, min_channels), c1 * branches)
         self.m = branches
 
     def forward(self, x):
@@ -51,16 +42,20 @@ class SKAttention(nn.Module):
 
 @register("SCConv", channels=Channels.CONV)
 class SCConv(nn.Module):
-    """Self-calibrated convolution (Liu et al., CVPR 2020, Improving CNNs with Self-Calibrated Convolutions)."""
+    """Self-calibrated convolution (Liu et al., CVPR 2020, Improving CNNs with Self-Calibrated Convolutions).
 
-    def __init__(self, c1, c2, k=3, s=1, r=4):
+    As SCNet's code, avgpool_r floors (a 10x10 map pools to 2x2 at pool_rate 4); on a map smaller than pool_rate the
+    window shrinks to the map (SCNet fails there). K2 has no BatchNorm (SCNet has one, a per-channel affine map in
+    eval mode): the pooled map can be 1x1, where BatchNorm cannot train at batch size 1. SiLU as in Conv.
+    """
+
+    def __init__(self, c1, c2, k=3, s=1, pool_rate=4):
         super().__init__()
-        for name, v in (("c1", c1), ("c2", c2), ("k", k), ("s", s), ("r", r)):
-            check_positive_int("SCConv", name, v)
+        check_args(self, ints={"c1": c1, "c2": c2, "k": k, "s": s, "pool_rate": pool_rate})
         if c1 < 2 or c2 < 2:
             raise ValueError(f"SCConv splits channels in halves: c1 and c2 must be >= 2, got {c1}, {c2}")
         a1, a2 = c1 // 2, c2 // 2  # self-calibrated half; the other half is a plain conv
-        self.split, self.r = a1, r
+        self.split, self.pool_rate = a1, pool_rate
         self.k1 = Conv(c1 - a1, c2 - a2, k, s)
         self.k2 = nn.Conv2d(a1, a1, k, padding=autopad(k))  # no BN: the pooled map may be 1x1 at batch size 1
         self.k3 = Conv(a1, a1, k, act=False)
@@ -72,7 +67,8 @@ class SCConv(nn.Module):
 
     def calibrate(self, x):
         """sigmoid(x + up(K2(avgpool_r(x)))) * K3(x): K3 responses gated by a coarse, wider view of x."""
-        coarse = self.k2(F.avg_pool2d(x, self.r, self.r, ceil_mode=True))  # ceil: edge windows and maps < r count
+        window = (min(self.pool_rate, x.shape[2]), min(self.pool_rate, x.shape[3]))
+        coarse = self.k2(F.avg_pool2d(x, window, window))
         return torch.sigmoid(x + F.interpolate(coarse, size=x.shape[2:], mode="nearest")) * self.k3(x)
 
 
@@ -80,16 +76,16 @@ class SCConv(nn.Module):
 class SplitAttn(nn.Module):
     """Split attention convolution (Zhang et al., 2020, ResNeSt: Split-Attention Networks)."""
 
-    def __init__(self, c1, c2, k=3, s=1, g=1, radix=2, r=4):
+    def __init__(self, c1, c2, k=3, s=1, g=1, radix=2, reduction=4, min_channels=32):
         super().__init__()
-        for name, v in (("c1", c1), ("c2", c2), ("k", k), ("s", s), ("g", g), ("radix", radix), ("r", r)):
-            check_positive_int("SplitAttn", name, v)
-        check_divisible("SplitAttn", "c1", c1, g * radix, "g * radix")
-        check_divisible("SplitAttn", "c2", c2, g, "cardinality g")
+        ints = {"c1": c1, "c2": c2, "k": k, "s": s, "g": g, "radix": radix, "reduction": reduction,
+                "min_channels": min_channels}
+        divisible = [("c1", c1, "g * radix", g * radix), ("c2", c2, "cardinality g", g)]
+        check_args(self, ints=ints, divisible=divisible)
         self.c2, self.g, self.radix = c2, g, radix
         self.conv = Conv(c1, c2 * radix, k, s, g=g * radix)
-        c_ = -(-max(c1 * radix // r, 32) // g) * g  # bottleneck width, a multiple of the cardinality
-        self.fc = _attention_mlp(c2, c_, c2 * radix, groups=g)
+        c_ = -(-reduced_channels(c1 * radix, reduction, min_channels) // g) * g  # a multiple of the cardinality
+        self.fc = excite_mlp(c2, c_, c2 * radix, groups=g)
 
     def forward(self, x):
         splits = self.conv(x)
@@ -105,20 +101,24 @@ class SplitAttn(nn.Module):
 
 @register("DynamicConv", "Dynamic_conv2d", channels=Channels.CONV)
 class DynamicConv(nn.Module):
-    """Dynamic convolution with BN and SiLU like Conv (Chen et al., CVPR 2020, Attention over Convolution Kernels)."""
+    """Dynamic convolution with BN and SiLU like Conv (Chen et al., CVPR 2020, Attention over Convolution Kernels).
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True, K=4, r=4, temperature=30, temp_epochs=10):
+    The softmax temperature anneals linearly from `temperature` (30) to 1 over the first min(temp_epochs, epochs)
+    epochs of a run (the paper: the first 10), so that the last of them, and every later one, trains at 1; train.py
+    calls `epoch_update(epoch, epochs)` each epoch. The seed defines an update that nothing calls.
+    """
+
+    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True, K=4, reduction=4, min_channels=1, temperature=30,
+                 temp_epochs=10):
         super().__init__()
-        for name, v in (("c1", c1), ("c2", c2), ("k", k), ("s", s), ("g", g), ("K", K), ("r", r)):
-            check_positive_int("DynamicConv", name, v)
-        check_positive_int("DynamicConv", "temp_epochs", temp_epochs)
-        check_positive_number("DynamicConv", "temperature", temperature)
-        check_divisible("DynamicConv", "c1", c1, g, "groups g")
-        check_divisible("DynamicConv", "c2", c2, g, "groups g")
+        ints = {"c1": c1, "c2": c2, "k": k, "s": s, "g": g, "K": K, "reduction": reduction,
+                "min_channels": min_channels, "temp_epochs": temp_epochs}
+        divisible = [("c1", c1, "groups g", g), ("c2", c2, "groups g", g)]
+        check_args(self, ints=ints, numbers={"temperature": temperature}, divisible=divisible)
         self.c1, self.c2, self.k, self.s, self.p, self.g, self.K = c1, c2, k, s, autopad(k, p), g, K
         self.t0, self.temp_epochs = float(temperature), temp_epochs
         self.temperature = float(temperature)  # a plain float: survives pickling, deepcopy and .half()
-        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), _attention_mlp(c1, max(c1 // r, 1), K))
+        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), excite_mlp(c1, reduced_channels(c1, reduction, min_channels), K))
         self.weight = nn.Parameter(torch.empty(K, c2, c1 // g, k, k))
         for w in self.weight:
             nn.init.kaiming_uniform_(w, a=5**0.5)  # each kernel initialised like an nn.Conv2d weight
@@ -146,8 +146,10 @@ class DynamicConv(nn.Module):
         return y.sum(2).flatten(1, 2)
 
     def epoch_update(self, epoch, epochs):
-        """Per-epoch hook: anneal tau linearly from its start (30) at epoch 0 to 1 at epoch >= temp_epochs."""
+        """Per-epoch hook: tau goes linearly from its start at epoch 0 to 1 at epoch min(temp_epochs, epochs) - 1."""
         if not isinstance(epoch, int) or epoch < 0 or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"DynamicConv.epoch_update: needs ints epoch >= 0, epochs >= 1, got {epoch!r}, {epochs!r}")
-        self.temperature = self.t0 + (1.0 - self.t0) * min(epoch / self.temp_epochs, 1.0)
+        last = min(self.temp_epochs, epochs) - 1
+        progress = min(epoch / last, 1.0) if last > 0 else 1.0
+        self.temperature = self.t0 + (1.0 - self.t0) * progress
         return {"temperature": self.temperature}

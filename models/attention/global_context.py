@@ -2,7 +2,7 @@
 import torch
 import torch.nn as nn
 
-from models.attention.checks import check_keep_channels, check_positive_int
+from models.attention.helpers import check_args, reduced_channels
 from models.registry import Channels, register
 
 
@@ -10,13 +10,12 @@ from models.registry import Channels, register
 class DoubleAttention(nn.Module):
     """Double attention block, gather then distribute (Chen et al., NeurIPS 2018, A^2-Nets)."""
 
-    def __init__(self, c1, c2, c_m=None, c_n=None):
+    def __init__(self, c1, c2, reduction=4, min_channels=1, c_m=None, c_n=None):
         super().__init__()
-        check_keep_channels("DoubleAttention", c1, c2)
-        c_m = max(c1 // 4, 1) if c_m is None else c_m
-        c_n = max(c1 // 4, 1) if c_n is None else c_n
-        check_positive_int("DoubleAttention", "c_m", c_m)
-        check_positive_int("DoubleAttention", "c_n", c_n)
+        check_args(self, keep=(c1, c2), ints={"reduction": reduction, "min_channels": min_channels})
+        c_m = reduced_channels(c1, reduction, min_channels) if c_m is None else c_m
+        c_n = reduced_channels(c1, reduction, min_channels) if c_n is None else c_n
+        check_args(self, ints={"c_m": c_m, "c_n": c_n})
         self.c_m, self.c_n = c_m, c_n
         self.conv_a = nn.Conv2d(c1, c_m, 1)
         self.conv_b = nn.Conv2d(c1, c_n, 1)

@@ -4,8 +4,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 
-from models.attention.channel import squeeze_excite_mlp
-from models.attention.checks import check_keep_channels, check_positive_int
+from models.attention.helpers import check_args, excite_mlp, make_gate, reduced_channels
 from models.registry import Channels, register
 
 MAX_SIDE = 1000  # SAN computes the statistics on at most a 1000 x 1000 centre crop
@@ -19,7 +18,8 @@ def centred_covariance(x):
 
 def newton_schulz_sqrt(a, iters=5, eps=1e-12):
     """Square root of a batch of symmetric PSD matrices (B, C, C) by the coupled Newton-Schulz iteration."""
-    check_positive_int("newton_schulz_sqrt", "iters", iters)
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"newton_schulz_sqrt: iters must be an int >= 1, got {iters!r}")
     eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
     trace = (a * eye).sum(dim=(1, 2), keepdim=True).clamp_min(eps)
     y = a / trace  # trace normalisation puts the spectrum in (0, 1], where the iteration converges
@@ -47,14 +47,11 @@ def _fp32_region(device_type):
 class SOCA(nn.Module):
     """Second-order channel attention (Dai et al., CVPR 2019, Second-order Attention Network for SISR)."""
 
-    def __init__(self, c1, c2, r=8, iters=5):
+    def __init__(self, c1, c2, reduction=8, min_channels=1, gate="sigmoid", iters=5):
         super().__init__()
-        check_keep_channels("SOCA", c1, c2)
-        check_positive_int("SOCA", "r", r)
-        check_positive_int("SOCA", "iters", iters)
-        c_ = max(c1 // r, 1)
+        check_args(self, keep=(c1, c2), ints={"reduction": reduction, "min_channels": min_channels, "iters": iters})
         self.iters = iters
-        self.fc = nn.Sequential(*squeeze_excite_mlp(c1, c_), nn.Sigmoid())
+        self.fc = nn.Sequential(*excite_mlp(c1, reduced_channels(c1, reduction, min_channels)), make_gate(self, gate))
 
     def forward(self, x):
         return x * self.fc(self.descriptor(x))
