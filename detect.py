@@ -6,6 +6,7 @@ import argparse
 import pickle
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -16,13 +17,14 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from models.experimental import attempt_load  # noqa: E402
+from utils.downloads import download_url, is_url  # noqa: E402
 from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xyxy2xywh)
 from utils.plots import Annotator, colors, save_one_box  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
-DEFAULT_SOURCE = ROOT / "data" / "images"  # v6.1's default; not shipped here, so --source is required unless you add it
+DEFAULT_SOURCE = ROOT / "data" / "images"  # bus.jpg and zidane.jpg, as in v6.1
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
 
@@ -197,6 +199,8 @@ def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), co
         line_thickness=3, hide_labels=False, hide_conf=False, half=False):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
+    if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
+        source = download_url(source)
     device = select_device(device)
     half &= device.type != "cpu"
     model, stride, names = load_model(weights, device, half)
