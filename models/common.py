@@ -155,3 +155,6 @@ def __getattr__(name):
         return getattr(attention, name)
     except AttributeError:
         raise AttributeError(f"module 'models.common' has no attribute '{name}'") from None
+
+
+from models.backends import DetectMultiBackend  # noqa: E402,F401 (re-exported: v6.1 users import it from here)
