@@ -224,6 +224,13 @@ def prepare_for_export(model, train, inplace, dynamic):
     return model
 
 
+def has_xnnpack():
+    """True when this torch build has XNNPACK, which the mobile optimizer needs."""
+    import torch.backends.xnnpack
+
+    return torch.backends.xnnpack.enabled
+
+
 def check_options(include, imgsz, batch_size, device, half, optimize, train):
     """Validated formats, [h, w] and device; ValueError with one line for impossible combinations."""
     include = check_formats(include)
@@ -233,7 +240,7 @@ def check_options(include, imgsz, batch_size, device, half, optimize, train):
     device = select_device(device)
     if half and device.type == "cpu":
         raise ValueError("export.py: --half only compatible with GPU export, i.e. use --device 0")
-    if optimize and not torch.backends.xnnpack.enabled:
+    if optimize and not has_xnnpack():
         raise ValueError("export.py: --optimize needs a torch build with XNNPACK (mobile optimizer); this one has none")
     if optimize and half:
         raise ValueError("export.py: --optimize is for CPU (mobile) models, it cannot be combined with --half")
