@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 import onnx
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
 
+import detect
+import val
 from export import run as export
 from models.backends import BackendError, DetectMultiBackend, model_format
 from models.common import DetectMultiBackend as ReExported
@@ -145,3 +149,72 @@ def test_cli_bad_weights_one_line(tmp_path, weights, message):
     err = [line for line in (r.stdout + r.stderr).splitlines() if "ERROR" in line or "Traceback" in line]
     assert r.returncode == 1 and len(err) == 1, r.stdout + r.stderr
     assert re.search(message, err[0]), err
+
+
+RACCOON = ROOT / "tests" / "data" / "raccoon_yolov5n_best.pt"  # the v6.1 reference checkpoint (copy)
+RACCOON_DATA = ROOT.parent / "shared" / "data" / "raccoon.yaml"
+
+
+@pytest.fixture(scope="module")
+def raccoon_exports(tmp_path_factory):
+    """The raccoon checkpoint and its --dynamic exports (rectangular batches, as val.py feeds the .pt) at 320."""
+    if not RACCOON_DATA.exists():
+        pytest.skip(f"{RACCOON_DATA} is absent: needs the read-only ../shared folder beside the repo")
+    d = tmp_path_factory.mktemp("raccoon")
+    shutil.copy(RACCOON, d)
+    files = export(weights=d / RACCOON.name, include=["torchscript", "onnx", "openvino"], imgsz=320, dynamic=True)
+    return [d / RACCOON.name, *files]
+
+
+def test_val_map_of_every_format_matches_pt(raccoon_exports, tmp_path):
+    maps = []
+    for f in raccoon_exports:
+        (p, r, map50, map_, *_), _, _ = val.run(data=str(RACCOON_DATA), weights=str(f), imgsz=320, batch_size=32,
+                                                workers=0, project=tmp_path, name=f.name, plots=False)
+        maps.append((map50, map_))
+    assert maps[0] == pytest.approx((0.948, 0.557), abs=0.001)  # v6.1's val_320.json
+    for f, m in zip(raccoon_exports[1:], maps[1:]):
+        assert m == pytest.approx(maps[0], abs=0.002), f
+
+
+def boxes_in_pixels(save_dir):
+    """{image stem: rows (cls, x1, y1, x2, y2, conf) in pixels} from detect.py --save-txt --save-conf labels."""
+    out = {}
+    for txt in sorted((save_dir / "labels").glob("*.txt")):
+        h, w = cv2.imread(str(RACCOON_DATA.parent / "raccoon" / "images" / "val" / f"{txt.stem}.jpg")).shape[:2]
+        rows = np.loadtxt(txt, ndmin=2)
+        xy, wh = rows[:, 1:3] * (w, h), rows[:, 3:5] * (w, h)
+        out[txt.stem] = np.concatenate((rows[:, :1], xy - wh / 2, xy + wh / 2, rows[:, 5:]), 1)
+    return out
+
+
+def test_detect_boxes_of_every_format_match_pt(raccoon_exports, tmp_path):
+    source = RACCOON_DATA.parent / "raccoon" / "images" / "val"
+    found = [boxes_in_pixels(detect.run(weights=f, source=source, imgsz=320, project=tmp_path, name=f.name,
+                                        save_txt=True, save_conf=True, nosave=True)) for f in raccoon_exports]
+    assert len(found[0]) > 30
+    for f, boxes in zip(raccoon_exports[1:], found[1:]):
+        assert boxes.keys() == found[0].keys(), f
+        for stem, rows in boxes.items():
+            ref = found[0][stem]
+            assert rows.shape == ref.shape and np.abs(rows[:, 1:5] - ref[:, 1:5]).max() <= 1.0, (f, stem)
+
+
+VARIANTS = sorted(p.stem.replace("yolov5_", "") for p in (ROOT / "models").glob("yolov5_*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_variant_runs_in_onnx_and_openvino(variant, tmp_path):
+    h, w = 128, 160  # OpenVINO refuses a pooling window larger than the map: SCConv pools P5 by 4, so P5 >= 4x4
+    torch.manual_seed(0)
+    model = Model(f"yolov5n_{variant}.yaml", nc=3).eval()
+    model.names = ["x", "y", "z"]
+    save_checkpoint({"epoch": -1, "model": model, "ema": None}, tmp_path / f"{variant}.pt")
+    files = export(weights=tmp_path / f"{variant}.pt", include=["onnx", "openvino"], imgsz=(h, w))
+    assert len(files) == 2
+    x = torch.rand(1, 3, h, w)
+    with torch.no_grad():
+        ref = DetectMultiBackend(tmp_path / f"{variant}.pt")(x)[0]
+    for f in files:
+        assert relative_diff(DetectMultiBackend(f)(x)[0], ref) < 1e-5, f
