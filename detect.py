@@ -6,6 +6,7 @@ import argparse
 import pickle
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -15,14 +16,15 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.experimental import attempt_load  # noqa: E402
+from models.backends import DetectMultiBackend  # noqa: E402
+from utils.downloads import download_url, is_url  # noqa: E402
 from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xyxy2xywh)
 from utils.plots import Annotator, colors, save_one_box  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
-DEFAULT_SOURCE = ROOT / "data" / "images"  # v6.1's default; not shipped here, so --source is required unless you add it
+DEFAULT_SOURCE = ROOT / "data" / "images"  # bus.jpg and zidane.jpg, as in v6.1
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
 
@@ -46,21 +48,19 @@ def check_imshow():
         return False
 
 
-def load_model(weights, device, half):
-    """Fused eval model (an Ensemble for several weights), its stride (at least 32) and class names."""
-    weights = [str(w) for w in weights] if isinstance(weights, (list, tuple)) else [str(weights)]
-    model = attempt_load(weights if len(weights) > 1 else weights[0], map_location=device)
-    model.half() if half else model.float()
-    stride = max(int(model.stride.max()), 32)
-    names = model.module.names if hasattr(model, "module") else model.names
-    return model, stride, names
+def load_model(weights, device, half, data=None):
+    """A DetectMultiBackend (.pt or an ensemble of them, .torchscript, .onnx, *_openvino_model/), stride, names."""
+    model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
+    return model, model.stride, model.names
 
 
-def make_dataset(source, imgsz, stride):
-    """(dataset, webcam): LoadStreams for webcams and stream URLs, LoadImages for everything else."""
+def make_dataset(source, imgsz, stride, auto=True):
+    """(dataset, webcam): LoadStreams for webcams and stream URLs, LoadImages for everything else.
+
+    auto=False letterboxes to exactly imgsz (models exported with a fixed input shape)."""
     if is_stream(source):
-        return LoadStreams(source, img_size=imgsz, stride=stride, auto=True), True
-    return LoadImages(source, img_size=imgsz, stride=stride, auto=True), False
+        return LoadStreams(source, img_size=imgsz, stride=stride, auto=auto), True
+    return LoadImages(source, img_size=imgsz, stride=stride, auto=auto), False
 
 
 def preprocess(im, device, half):
@@ -197,18 +197,20 @@ def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), co
         line_thickness=3, hide_labels=False, hide_conf=False, half=False):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
+    if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
+        source = download_url(source)
     device = select_device(device)
     half &= device.type != "cpu"
     model, stride, names = load_model(weights, device, half)
     imgsz = _inference_size(imgsz, stride)
-    dataset, webcam = make_dataset(source, imgsz, stride)
+    dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
     view_img = check_imshow() if (view_img or webcam) else False
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     sink = ResultSink(save_dir, names, len(dataset) if webcam else 1, save_img, save_txt, save_conf, save_crop,
                       view_img, line_thickness, hide_labels, hide_conf)
     if device.type != "cpu":  # warm up CUDA kernels before timing
-        model(torch.zeros(1, 3, *imgsz, device=device).type_as(next(model.parameters())))
+        model.warmup(imgsz=(1, 3, *imgsz))
     dt, seen = [0.0, 0.0, 0.0], 0
     try:
         for path, im, im0s, cap, s in dataset:

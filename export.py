@@ -1,18 +1,23 @@
-"""Export a YOLOv5 model to TorchScript and ONNX, writing the files next to the weights.
+"""Export a YOLOv5 model to TorchScript, ONNX and OpenVINO, writing the files next to the weights.
 
 Usage:
-    python export.py --weights yolov5n.pt --include torchscript onnx --img 640 640 --batch-size 1
-    python export.py --weights yolov5n.pt --include onnx --dynamic --opset 17
+    python export.py --weights yolov5s.pt --include torchscript onnx openvino --img 640 640 --batch-size 1
+    python export.py --weights yolov5n.pt --include onnx --dynamic --simplify --opset 12
     python export.py --cfg yolov5n_SE.yaml --include onnx     # this project's extra: a random-init model from a yaml
 
-Format       --include     file
-TorchScript  torchscript   yolov5n.torchscript (with a config.txt extra file: shape, stride, names as JSON)
-ONNX         onnx          yolov5n.onnx (input `images`, output `output`, metadata `stride` and `names`)
+Format       --include     file                      runs with
+PyTorch      -             yolov5s.pt                torch
+TorchScript  torchscript   yolov5s.torchscript       torch (config.txt extra file: shape, stride, names as JSON)
+ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`, metadata stride, names)
+OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
 
+The other v6.1 formats (engine, coreml, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
+Every exported file runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx
 With --cfg the files are named after the yaml and written to the current folder.
 """
 import argparse
 import json
+import pickle
 import sys
 import time
 import warnings
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import onnx
 import torch
+import yaml
 import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parent
@@ -29,21 +35,30 @@ if str(ROOT) not in sys.path:
 
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Detect, Model  # noqa: E402
+from utils.downloads import attempt_download  # noqa: E402
 from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
-FORMATS = ("torchscript", "onnx")  # export order
-V61_ONLY_FORMATS = ("openvino", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu", "tfjs")
+FORMATS = ("torchscript", "onnx", "openvino")  # export order
+REFUSED = {
+    "engine": "TensorRT needs an NVIDIA GPU with the tensorrt package",
+    "coreml": "CoreML (coremltools) models cannot run predictions on Linux, so they could not be checked here",
+    "saved_model": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
+    "pb": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
+    "tflite": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
+    "edgetpu": "Edge TPU needs TFLite and the Linux edgetpu_compiler",
+    "tfjs": "TensorFlow.js needs TensorFlow (not a dependency)",
+}
 
 
 def check_formats(include):
-    """Lower-cased --include values; ValueError for formats this project does not write."""
+    """Lower-cased --include values; ValueError for formats this project does not write, with the reason."""
     include = [str(x).lower() for x in include]
-    unknown = [x for x in include if x not in FORMATS]
-    if unknown:
-        v61 = [x for x in unknown if x in V61_ONLY_FORMATS]
-        hint = f" ({', '.join(v61)}: YOLOv5 v6.1 formats this project does not export)" if v61 else ""
-        raise ValueError(f"export.py: invalid --include {unknown}{hint}; valid --include arguments are {list(FORMATS)}")
+    for x in include:
+        if x in REFUSED:
+            raise ValueError(f"export.py: --include {x} is not available: {REFUSED[x]}; use {', '.join(FORMATS)}")
+        if x not in FORMATS:
+            raise ValueError(f"export.py: invalid --include {x}; valid --include arguments are {list(FORMATS)}")
     return include
 
 
@@ -78,13 +93,16 @@ def export_metadata(model):
     return {"stride": int(max(model.stride)), "names": list(model.names)}
 
 
-def export_torchscript(model, im, file, prefix=colorstr("TorchScript:")):
+def export_torchscript(model, im, file, optimize=False, dynamic=False, prefix=colorstr("TorchScript:")):
     """Trace the model and save it with a config.txt extra file holding shape, stride and names as JSON."""
     LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
     f = file.with_suffix(".torchscript")
     with quiet_tracing():
-        ts = torch.jit.trace(model, im, strict=False)
-    meta = {"shape": list(im.shape), **export_metadata(model)}
+        ts = torch.jit.trace(model, im, strict=False, check_trace=False)
+    meta = {"shape": list(im.shape), **export_metadata(model), **({"dynamic": True} if dynamic else {})}
+    if optimize:  # saved as a regular TorchScript file so detect.py and val.py still load it
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+        ts = optimize_for_mobile(ts)
     ts.save(str(f), _extra_files={"config.txt": json.dumps(meta)})
     return f
 
@@ -115,8 +133,8 @@ def onnx_dynamic_axes(outputs, train):
     return axes
 
 
-def export_onnx(model, im, file, opset=17, train=False, dynamic=False, prefix=colorstr("ONNX:")):
-    """Export with the TorchScript-based exporter, check the graph, store stride and names as metadata."""
+def export_onnx(model, im, file, opset=12, train=False, dynamic=False, simplify=False, prefix=colorstr("ONNX:")):
+    """Export with the TorchScript-based exporter, check (and simplify) the graph, store stride and names."""
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__}...")
     f = file.with_suffix(".onnx")
     outputs = onnx_output_names(model, train)
@@ -129,11 +147,43 @@ def export_onnx(model, im, file, opset=17, train=False, dynamic=False, prefix=co
         )
     model_onnx = onnx.load(str(f))
     onnx.checker.check_model(model_onnx)
+    if simplify:
+        model_onnx = simplify_onnx(model_onnx, prefix)
     for k, v in export_metadata(model).items():
         prop = model_onnx.metadata_props.add()
         prop.key, prop.value = k, json.dumps(v)
     onnx.save(model_onnx, str(f))
     return f
+
+
+def simplify_onnx(model_onnx, prefix):
+    """Fold constants and fuse redundant nodes with onnxslim (pip install onnxslim)."""
+    try:
+        import onnxslim
+    except ImportError:
+        raise ImportError("--simplify needs onnxslim: pip install onnxslim") from None
+    LOGGER.info(f"{prefix} simplifying with onnxslim {onnxslim.__version__}...")
+    n = len(model_onnx.graph.node)
+    model_onnx = onnxslim.slim(model_onnx)
+    onnx.checker.check_model(model_onnx)
+    LOGGER.info(f"{prefix} simplified from {n} to {len(model_onnx.graph.node)} nodes")
+    return model_onnx
+
+
+def export_openvino(file, metadata, half=False, prefix=colorstr("OpenVINO:")):
+    """Convert the exported ONNX file to OpenVINO IR (<stem>_openvino_model/<stem>.xml/.bin + metadata.yaml)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ImportError("--include openvino needs the openvino package: pip install openvino") from None
+    LOGGER.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
+    d = file.parent / f"{file.stem}_openvino_model"
+    d.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.convert_model(str(file.with_suffix(".onnx"))), str(d / f"{file.stem}.xml"),
+                  compress_to_fp16=half)
+    with open(d / "metadata.yaml", "w") as f:
+        yaml.safe_dump(metadata, f, sort_keys=False)
+    return d
 
 
 def timed_export(prefix, export_fn):
@@ -155,6 +205,7 @@ def load_export_model(weights, cfg, device):
     if cfg:
         model = Model(cfg).to(device).fuse()
         return model, Path.cwd() / f"{Path(cfg).stem}.pt"
+    weights = attempt_download(weights)
     return attempt_load(weights, map_location=device, inplace=True, fuse=True), Path(weights)
 
 
@@ -173,11 +224,15 @@ def prepare_for_export(model, train, inplace, dynamic):
     return model
 
 
-@torch.no_grad()
-def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", include=FORMATS, half=False,
-        inplace=False, train=False, dynamic=False, opset=17):
-    """Export --weights (or a random-init --cfg model) to the --include formats; returns the files written."""
-    t = time.time()
+def has_xnnpack():
+    """True when this torch build has XNNPACK, which the mobile optimizer needs."""
+    import torch.backends.xnnpack
+
+    return torch.backends.xnnpack.enabled
+
+
+def check_options(include, imgsz, batch_size, device, half, optimize, train):
+    """Validated formats, [h, w] and device; ValueError with one line for impossible combinations."""
     include = check_formats(include)
     imgsz = check_export_size(imgsz)
     if batch_size < 1:
@@ -185,6 +240,32 @@ def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", incl
     device = select_device(device)
     if half and device.type == "cpu":
         raise ValueError("export.py: --half only compatible with GPU export, i.e. use --device 0")
+    if optimize and not has_xnnpack():
+        raise ValueError("export.py: --optimize needs a torch build with XNNPACK (mobile optimizer); this one has none")
+    if optimize and half:
+        raise ValueError("export.py: --optimize is for CPU (mobile) models, it cannot be combined with --half")
+    if train and "openvino" in include:
+        raise ValueError("export.py: --train exports raw per-level maps, which OpenVINO inference cannot decode")
+    return include, imgsz, device
+
+
+def closing_hints(files, t):
+    """v6.1's closing lines: where the files are and how to run the last one."""
+    f = files[-1]
+    return (f"\nExport complete ({time.time() - t:.2f}s)"
+            f"\nResults saved to {colorstr('bold', f.parent.resolve())}"
+            f"\nDetect:          python detect.py --weights {f}"
+            f"\nPyTorch Hub:     model = torch.hub.load('{ROOT}', 'custom', '{f}', source='local')"
+            f"\nValidate:        python val.py --weights {f}"
+            f"\nVisualize:       https://netron.app")
+
+
+@torch.no_grad()
+def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
+        half=False, inplace=False, train=False, optimize=False, dynamic=False, simplify=False, opset=12):
+    """Export --weights (or a random-init --cfg model) to the --include formats; returns the files written."""
+    t = time.time()
+    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train)
     model, file = load_export_model(weights, cfg, device)
     check_names(model, cfg or weights)
     imgsz = check_img_size(imgsz, s=int(max(model.stride)))
@@ -197,21 +278,26 @@ def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", incl
     source = f"{cfg} (random init)" if cfg else f"{file} ({file_size(file):.1f} MB)"
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {source} with output shape {tuple(y[0].shape)}")
     exporters = {
-        "torchscript": lambda prefix: export_torchscript(model, im, file, prefix=prefix),
-        "onnx": lambda prefix: export_onnx(model, im, file, opset, train, dynamic, prefix=prefix),
+        "torchscript": lambda prefix: export_torchscript(model, im, file, optimize, dynamic, prefix=prefix),
+        "onnx": lambda prefix: export_onnx(model, im, file, opset, train, dynamic, simplify, prefix=prefix),
+        "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, prefix=prefix),
     }
-    prefixes = {"torchscript": colorstr("TorchScript:"), "onnx": colorstr("ONNX:")}
-    files = [timed_export(prefixes[fmt], exporters[fmt]) for fmt in FORMATS if fmt in include]
-    files = [f for f in files if f]
-    LOGGER.info(f"\nExport complete ({time.time() - t:.2f}s)"
-                f"\nResults saved to {colorstr('bold', file.parent.resolve())}"
-                f"\nVisualize with https://netron.app")
+    wanted = set(include) | ({"onnx"} if "openvino" in include else set())  # OpenVINO converts the ONNX file
+    files = {fmt: timed_export(colorstr(f"{fmt_name(fmt)}:"), exporters[fmt]) for fmt in FORMATS if fmt in wanted}
+    files = [f for fmt, f in files.items() if f and fmt in include]
+    if files:
+        LOGGER.info(closing_hints(files, t))
     return files
 
 
+def fmt_name(fmt):
+    """Display name of an --include value."""
+    return {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}[fmt]
+
+
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript and ONNX")
-    parser.add_argument("--weights", type=str, default=None, help="model.pt path")
+    parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript, ONNX and OpenVINO")
+    parser.add_argument("--weights", type=str, default=None, help="model.pt path (or a v6.1 name: yolov5s.pt)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml: random-init model instead of --weights")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")
@@ -219,9 +305,12 @@ def parse_opt(argv=None):
     parser.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only)")
     parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     parser.add_argument("--train", action="store_true", help="model.train() mode: export the raw per-level maps")
-    parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
-    parser.add_argument("--include", nargs="+", default=list(FORMATS), help=f"formats: {', '.join(FORMATS)}")
+    parser.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
+    parser.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch and size")
+    parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim")
+    parser.add_argument("--opset", type=int, default=12, help="ONNX: opset version")
+    parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"],
+                        help=f"formats: {', '.join(FORMATS)}")
     opt = parser.parse_args(argv)
     print_args(Path(__file__).stem, opt)
     return opt
@@ -236,6 +325,6 @@ def main(opt):
 if __name__ == "__main__":
     try:
         sys.exit(main(parse_opt()))
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, pickle.UnpicklingError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

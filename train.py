@@ -31,7 +31,7 @@ from models.yolo import Model  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
-from utils.downloads import check_dataset  # noqa: E402
+from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
                            init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
 from utils.loss import ComputeLoss  # noqa: E402
@@ -427,8 +427,8 @@ def check_options(opt):
     if not (opt.cfg or opt.weights):
         opt.cfg = "yolov5s.yaml"
         LOGGER.info(f"No --cfg or --weights given: training {opt.cfg} from scratch (no weights are downloaded)")
-    if opt.weights and not Path(opt.weights).is_file():
-        raise FileNotFoundError(f"--weights '{opt.weights}' not found (this project never downloads weights)")
+    if opt.weights:
+        opt.weights = attempt_download(opt.weights)  # a v6.1 release name or an http(s) URL is downloaded
     if opt.evolve:
         if opt.project == str(ROOT / "runs/train"):
             opt.project = str(ROOT / "runs/evolve")
@@ -510,6 +510,6 @@ def run(**kwargs):
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError, NonFiniteLossError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, NonFiniteLossError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.experimental import attempt_load  # noqa: E402
+from models.backends import DetectMultiBackend  # noqa: E402
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_img_size, check_yaml, colorstr, increment_path, non_max_suppression,  # noqa: E402
@@ -93,16 +93,16 @@ class _Run:
 
 
 def _load_model(weights, device, imgsz, half, data):
-    model = attempt_load(weights, map_location=device)
-    stride = max(int(model.stride.max()), 32)
+    """DetectMultiBackend for any exported format; names from the model, else from --data."""
+    model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
+    stride = model.stride
     imgsz = check_img_size(imgsz, s=stride)
-    model.half() if half else model.float()
     data = check_dataset(data)
     return model, stride, imgsz, data
 
 
-def _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers):
-    pad, rect = (0.0, False) if task == "speed" else (0.5, True)
+def _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rect=True):
+    pad, rect = (0.0, False) if task == "speed" else (0.5, rect)
     split = task if task in ("train", "val", "test") else "val"
     if not data.get(split):
         raise ValueError(f"dataset has no '{split}' split")
@@ -177,7 +177,11 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         half &= device.type != "cpu"
         model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data)
-        dataloader = _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers)
+        if not model.dynamic:
+            batch_size = 1
+            LOGGER.info(f"Forcing --batch-size 1 square inference shape(1,3,{imgsz},{imgsz}) for a model "
+                        f"exported with a fixed input shape")
+        dataloader = _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rect=model.dynamic)
         check_label_classes(dataloader.dataset, 1 if single_cls else int(data["nc"]))
     model.eval()
     nc = 1 if single_cls else int(data["nc"])
@@ -271,6 +275,6 @@ def main(opt):
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, pickle.UnpicklingError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.downloads import attempt_download, check_dataset, safe_download
+from utils.downloads import RELEASE_ASSETS, attempt_download, check_dataset, release_url, safe_download
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,12 +79,91 @@ def test_bash_and_python_download_steps(tmp_path):
     assert len(list(Path(d['val']).glob('*.jpg'))) == 2 and len(list(Path(d['train']).glob('*.jpg'))) == 3
 
 
-def test_attempt_download_is_local_only(tmp_path):
+class DroppingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; `drop.pt` announces 300 kB, sends 1 kB and closes the connection."""
+
+    def do_GET(self):
+        if self.path.endswith('drop.pt'):
+            self.send_response(200)
+            self.send_header('Content-Length', str(300_000))
+            self.end_headers()
+            self.wfile.write(b'x' * 1000)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def weights_server(tmp_path, monkeypatch):
+    """A loopback server with a 200 kB yolov5n.pt and a 5 kB yolov5s.pt; YOLOV5_RELEASE_URL points at it."""
+    srv = tmp_path / 'srv'
+    srv.mkdir()
+    (srv / 'yolov5n.pt').write_bytes(bytes(range(256)) * 800)
+    (srv / 'yolov5s.pt').write_bytes(b'<html>not found</html>' * 200)
+    handler = functools.partial(DroppingHandler, directory=str(srv))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+    url = f'http://127.0.0.1:{server.server_address[1]}'
+    monkeypatch.setenv('YOLOV5_RELEASE_URL', url)
+    monkeypatch.setattr('utils.downloads.RETRIES', 2)
+    yield url, srv
+    server.shutdown()
+    server.server_close()
+
+
+def test_attempt_download_keeps_local_files(tmp_path):
     f = tmp_path / 'w.pt'
     f.write_bytes(b'0')
     assert attempt_download(f) == str(f)
-    with pytest.raises(FileNotFoundError, match='does not download weights'):
-        attempt_download(tmp_path / 'yolov5s.pt')
+    with pytest.raises(FileNotFoundError, match='not a local file, an http'):
+        attempt_download(tmp_path / 'mine.pt')
+
+
+def test_release_name_downloads_to_its_path(weights_server, tmp_path):
+    _, srv = weights_server
+    out = tmp_path / 'weights' / 'yolov5n.pt'
+    assert attempt_download(out) == str(out)
+    assert out.read_bytes() == (srv / 'yolov5n.pt').read_bytes()
+    assert not list(out.parent.glob('.*part'))  # the temp file was renamed, not left behind
+
+
+def test_truncated_404_and_dropped_downloads_fail_cleanly(weights_server, tmp_path, monkeypatch):
+    url, _ = weights_server
+    (tmp_path / 'cwd').mkdir()
+    monkeypatch.chdir(tmp_path / 'cwd')
+    with pytest.raises(ConnectionError, match=r'got only 4400 bytes .*by hand to .*yolov5s\.pt'):
+        attempt_download('yolov5s.pt')
+    with pytest.raises(ConnectionError, match='HTTP Error 404'):
+        attempt_download('yolov5m6.pt')
+    with pytest.raises(ConnectionError, match='connection dropped after 1000 of 300000 bytes'):
+        attempt_download(f'{url}/drop.pt')
+    assert not list((tmp_path / 'cwd').iterdir())  # nothing half-written is left
+
+
+def test_url_downloads_once_into_cwd(weights_server, tmp_path, monkeypatch):
+    url, srv = weights_server
+    monkeypatch.chdir(tmp_path)
+    assert attempt_download(f'{url}/yolov5n.pt?raw=true') == 'yolov5n.pt'
+    (srv / 'yolov5n.pt').unlink()
+    assert attempt_download(f'{url}/yolov5n.pt') == 'yolov5n.pt'  # already here: not fetched again
+    assert (tmp_path / 'yolov5n.pt').stat().st_size == 204800
+
+
+def test_offline_message_names_the_url(tmp_path, monkeypatch):
+    monkeypatch.setenv('YOLOV5_RELEASE_URL', 'http://127.0.0.1:9/v6.1')  # port 9 (discard): connection refused
+    monkeypatch.setattr('utils.downloads.RETRIES', 1)
+    with pytest.raises(ConnectionError) as e:
+        attempt_download(tmp_path / 'yolov5x6.pt')
+    msg = str(e.value)
+    assert '\n' not in msg and 'http://127.0.0.1:9/v6.1/yolov5x6.pt by hand' in msg and 'host unreachable' in msg
+
+
+def test_release_url_default_is_v61():
+    assert release_url('yolov5s6.pt') == 'https://github.com/ultralytics/yolov5/releases/download/v6.1/yolov5s6.pt'
+    assert RELEASE_ASSETS == ('yolov5n.pt', 'yolov5s.pt', 'yolov5m.pt', 'yolov5l.pt', 'yolov5x.pt',
+                              'yolov5n6.pt', 'yolov5s6.pt', 'yolov5m6.pt', 'yolov5l6.pt', 'yolov5x6.pt')
 
 
 def test_dataset_yamls_are_consistent():

@@ -7,8 +7,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 
-from export import run
+from conftest import captured_log
+from export import has_xnnpack, parse_opt, run
 from models.experimental import attempt_load
 from models.yolo import Model
 from utils.checkpoints import save_checkpoint
@@ -106,7 +108,10 @@ def test_torchscript_round_trip(n2_weights):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"include": ["tflite"]}, "tflite"),
+    ({"include": ["tflite"]}, "--include tflite is not available: TensorFlow formats are not supported"),
+    ({"include": ["coreml"]}, "--include coreml is not available: CoreML .* cannot run predictions on Linux"),
+    ({"include": ["onnx", "paddle"]}, "invalid --include paddle"),
+    ({"train": True, "include": ["openvino"]}, "OpenVINO inference cannot decode"),
     ({"half": True, "device": "cpu"}, "--half only compatible with GPU export"),
     ({"cfg": "yolov5n.yaml"}, "exactly one of --weights"),
     ({"imgsz": (64, 64, 64)}, "--img takes one or two"),
@@ -129,3 +134,51 @@ def test_cfg_attention_variant_exports_to_onnx(tmp_path, monkeypatch):
         expected = model(x)[0].numpy()
     (y,) = onnx_predict(f, x)
     np.testing.assert_allclose(normalised(y, H, W), normalised(expected, H, W), atol=TOL)
+
+
+def test_v61_defaults_and_closing_hints(n2_weights):
+    opt = parse_opt(["--weights", str(n2_weights)])
+    assert (opt.include, opt.opset, opt.imgsz, opt.dynamic, opt.simplify) == (["torchscript", "onnx"], 12, [640, 640],
+                                                                              False, False)
+    with captured_log() as lines:
+        files = run(weights=n2_weights, imgsz=(H, W))
+    assert files == [n2_weights.with_suffix(".torchscript"), n2_weights.with_suffix(".onnx")]
+    assert onnx.load(str(files[1])).opset_import[0].version == 12
+    text = "\n".join(lines)
+    for hint in (f"Detect:          python detect.py --weights {files[-1]}",
+                 f"Validate:        python val.py --weights {files[-1]}",
+                 f"', 'custom', '{files[-1]}', source='local')"):
+        assert hint in text
+
+
+def test_simplify_keeps_outputs(n2_weights, tmp_path):
+    weights = tmp_path / "s.pt"
+    shutil.copy(n2_weights, weights)
+    (plain,) = run(weights=n2_weights, include=["onnx"], imgsz=(H, W))
+    n_plain = len(onnx.load(str(plain)).graph.node)
+    (f,) = run(weights=weights, include=["onnx"], imgsz=(H, W), simplify=True)
+    assert len(onnx.load(str(f)).graph.node) < n_plain
+    assert onnx_metadata(f) == {"stride": 32, "names": ["0", "1"]}
+    x = torch.rand(1, 3, H, W)
+    np.testing.assert_allclose(normalised(onnx_predict(f, x)[0], H, W), normalised(torch_predict(n2_weights, x), H, W),
+                               atol=TOL)
+
+
+def test_openvino_folder_with_metadata(n2_weights, tmp_path):
+    weights = tmp_path / "ov.pt"
+    shutil.copy(n2_weights, weights)
+    (f,) = run(weights=weights, include=["openvino"], imgsz=(H, W))
+    assert f == tmp_path / "ov_openvino_model" and (f / "ov.xml").is_file() and (f / "ov.bin").is_file()
+    assert yaml.safe_load((f / "metadata.yaml").read_text()) == {"stride": 32, "names": ["0", "1"]}
+    assert (tmp_path / "ov.onnx").is_file()  # OpenVINO is converted from the ONNX export, kept as in v6.1
+
+
+def test_optimize_is_mobile_torchscript_or_a_clear_refusal(n2_weights):
+    if not has_xnnpack():
+        with pytest.raises(ValueError, match="--optimize needs a torch build with XNNPACK"):
+            run(weights=n2_weights, include=["torchscript"], imgsz=(H, W), optimize=True)
+        return
+    (f,) = run(weights=n2_weights, include=["torchscript"], imgsz=(H, W), optimize=True)
+    x = torch.rand(1, 3, H, W)
+    np.testing.assert_allclose(normalised(torch.jit.load(str(f))(x)[0].numpy(), H, W),
+                               normalised(torch_predict(n2_weights, x), H, W), atol=TOL)

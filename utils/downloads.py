@@ -1,36 +1,133 @@
-"""Dataset yaml checking with auto-download (zip URL, bash command or python script), and file downloads."""
+"""Downloads (weights by name or URL, dataset zips) and dataset yaml checking with auto-download."""
+import http.client
+import os
 import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from utils.general import LOGGER, ROOT, check_yaml, colorstr
 
+TQDM_BAR = '{l_bar}{bar:10}{r_bar}'
+RELEASE_URL = 'https://github.com/ultralytics/yolov5/releases/download/v6.1'
+RELEASE_URL_ENV = 'YOLOV5_RELEASE_URL'  # overrides RELEASE_URL (a mirror, or a local server in tests)
+RELEASE_ASSETS = tuple(f'yolov5{s}{p}.pt' for p in ('', '6') for s in 'nsmlx')
+MIN_WEIGHTS_BYTES = 1E5  # a smaller .pt is an error page or a cut-off transfer, as v6.1 judges it
+RETRIES = 3
 
-def safe_download(file, url, min_bytes=1E0, error_msg=''):
-    """Download url to file; on failure remove the partial file and raise a clear error."""
-    file = Path(file)
-    LOGGER.info(f'Downloading {url} to {file}...')
+
+def is_url(s):
+    """True for an http(s):// address."""
+    return str(s).lower().startswith(('http://', 'https://'))
+
+
+def release_url(name):
+    """Where the official v6.1 release asset `name` is fetched from (YOLOV5_RELEASE_URL overrides the base)."""
+    return (os.environ.get(RELEASE_URL_ENV) or RELEASE_URL).rstrip('/') + f'/{name}'
+
+
+def _stream_to(response, f, desc):
+    """Copy an HTTP response into the open file f with a tqdm bar; raises when fewer bytes come than announced."""
+    total = int(response.headers.get('Content-Length') or 0)
+    done = 0
+    with tqdm(total=total or None, unit='B', unit_scale=True, unit_divisor=1024, desc=desc,
+              bar_format=TQDM_BAR, disable=not total) as bar:
+        while chunk := response.read(1 << 16):
+            f.write(chunk)
+            done += len(chunk)
+            bar.update(len(chunk))
+    if total and done != total:
+        raise OSError(f'connection dropped after {done} of {total} bytes')
+
+
+def _fetch_once(url, file, timeout):
+    """One attempt: stream url into a temp file beside file, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f'.{file.name}.', suffix='.part', dir=file.parent)
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        urllib.request.urlretrieve(url, file)  # noqa: S310 (URLs come from the user's dataset yaml)
-        if not file.exists() or file.stat().st_size < min_bytes:
-            raise OSError(f'downloaded file is missing or smaller than {min_bytes} bytes')
-    except Exception as e:
-        file.unlink(missing_ok=True)
-        raise ConnectionError(f'download of {url} to {file} failed: {e}. {error_msg}'.strip()) from e
+        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
+            _stream_to(r, f, file.name)
+        return Path(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _retryable(e):
+    """Network hiccups are retried; an HTTP 4xx answer (404, 403) is final."""
+    return not (isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500)
+
+
+def _describe(e):
+    """A one-line reason: 'HTTP Error 404: Not Found', 'no network (Name or service not known)', ..."""
+    if isinstance(e, urllib.error.HTTPError):
+        return str(e)
+    if isinstance(e, urllib.error.URLError):
+        return f'no network or host unreachable ({getattr(e.reason, "strerror", None) or e.reason})'
+    return f'{type(e).__name__}: {e}'
+
+
+def safe_download(file, url, min_bytes=1E0, error_msg='', retries=None, timeout=30):
+    """Download url to file atomically (temp + rename) with a progress bar, retries and a size check.
+
+    Raises ConnectionError with one line naming the URL and the file when every attempt fails."""
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    LOGGER.info(f'Downloading {url} to {file}...')
+    reason, retries = '', retries or RETRIES
+    for attempt in range(1, retries + 1):
+        try:
+            tmp = _fetch_once(url, file, timeout)
+        except (OSError, http.client.HTTPException) as e:
+            reason = _describe(e)
+            if not _retryable(e) or attempt == retries:
+                break
+            LOGGER.info(f'Download attempt {attempt}/{retries} failed ({reason}), retrying...')
+            time.sleep(0.5 * attempt)
+            continue
+        if tmp.stat().st_size >= min_bytes:
+            os.replace(tmp, file)
+            return file
+        reason = f'got only {tmp.stat().st_size} bytes (< {min_bytes:g}: not a complete file)'
+        tmp.unlink()
+        break
+    msg = f'download of {url} to {file} failed: {reason}. {error_msg}'.strip()
+    raise ConnectionError(msg)
+
+
+def download_url(url, min_bytes=1E0):
+    """Download an http(s) URL into the current folder under the URL's file name (kept if already there)."""
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    if not name:
+        raise ValueError(f'{url}: the URL names no file to download')
+    if not Path(name).is_file():
+        safe_download(name, url, min_bytes=min_bytes,
+                      error_msg=f'Download it by hand to {Path(name).resolve()} and pass that path instead.')
+    return name
 
 
 def attempt_download(file):
-    """Return file if it exists locally; this project never fetches weights from a hub."""
-    path = Path(str(file).strip().replace("'", ''))
+    """A local path for weights: the file itself, else a download of an http(s) URL or a v6.1 release asset name."""
+    s = str(file).strip().replace("'", '')
+    if is_url(s):
+        return download_url(s, min_bytes=MIN_WEIGHTS_BYTES)
+    path = Path(s)
     if path.exists():
         return str(path)
-    raise FileNotFoundError(f'{path} not found. This project does not download weights automatically: '
-                            f'copy the checkpoint there or pass its path (e.g. --weights path/to/best.pt).')
+    if path.name in RELEASE_ASSETS:
+        url = release_url(path.name)
+        safe_download(path, url, min_bytes=MIN_WEIGHTS_BYTES,
+                      error_msg=f'Offline? Download {url} by hand to {path.resolve()}, or pass a local .pt.')
+        return str(path)
+    raise FileNotFoundError(f'{s} not found (not a local file, an http(s) URL or a YOLOv5 v6.1 release name '
+                            f'like yolov5s.pt)')
 
 
 def unzip_file(file, dest):

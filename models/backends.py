@@ -1,0 +1,196 @@
+"""One inference interface over every format export.py writes: .pt, TorchScript, ONNX and OpenVINO."""
+import ast
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+
+from models.experimental import attempt_load
+from utils.downloads import attempt_download
+from utils.general import LOGGER
+
+FORMATS = {  # name: (export.py --include, file suffix, runtime package)
+    "PyTorch": ("-", ".pt", "torch"),
+    "TorchScript": ("torchscript", ".torchscript", "torch"),
+    "ONNX": ("onnx", ".onnx", "onnxruntime"),
+    "OpenVINO": ("openvino", "_openvino_model", "openvino"),
+}
+REFUSED = {  # v6.1 formats this project neither writes nor runs, and why
+    ".engine": "TensorRT needs an NVIDIA GPU and the tensorrt package",
+    ".mlmodel": "CoreML models cannot run predictions on Linux",
+    "_saved_model": "TensorFlow SavedModel is not supported (TensorFlow is not a dependency)",
+    ".pb": "TensorFlow GraphDef is not supported (TensorFlow is not a dependency)",
+    ".tflite": "TFLite is not supported (TensorFlow is not a dependency)",
+    "_web_model": "TF.js models run in a browser, not here",
+}
+OPENVINO_META = "metadata.yaml"  # stride and names, beside the .xml
+
+
+class BackendError(ValueError):
+    """A model file that cannot be run: unknown format, corrupt file, missing runtime package."""
+
+
+def model_format(w):
+    """'PyTorch', 'TorchScript', 'ONNX' or 'OpenVINO' from the file name; BackendError for anything else."""
+    p = Path(str(w).rstrip("/"))
+    if p.suffix == ".xml" or p.name.endswith("_openvino_model"):
+        return "OpenVINO"
+    for name, (_, suffix, _) in FORMATS.items():
+        if p.name.endswith(suffix):
+            return name
+    for suffix, why in REFUSED.items():
+        if p.name.endswith(suffix):
+            raise BackendError(f"{w}: {why}; export to one of {supported_suffixes()} instead")
+    raise BackendError(f"{w}: unknown model format '{p.suffix or p.name}'; expected one of {supported_suffixes()}")
+
+
+def supported_suffixes():
+    """The model file endings the backend runs, for error messages."""
+    return ", ".join(s for _, s, _ in FORMATS.values())
+
+
+def require(package, w):
+    """Import a runtime package, or a BackendError telling which pip package to install."""
+    try:
+        return __import__(package)
+    except ImportError:
+        raise BackendError(f"{w}: running this format needs the '{package}' package: pip install {package}") from None
+
+
+def parse_meta_value(v):
+    """A metadata value written as JSON (this project) or as a Python literal (YOLOv5 v6.1's str(dict))."""
+    try:
+        return json.loads(v)
+    except (TypeError, ValueError):
+        return ast.literal_eval(v)
+
+
+def clean_names(names, nc, data):
+    """Class names as a list: the file's own, else the --data yaml's, else class0, class1, ..."""
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    if not names and data:
+        if not isinstance(data, dict):
+            with open(data, errors="ignore") as f:
+                data = yaml.safe_load(f)
+        names = data.get("names")
+    return list(names) if names else [f"class{i}" for i in range(nc or 1000)]
+
+
+class DetectMultiBackend(nn.Module):
+    """A YOLOv5 detector from a .pt, .torchscript, .onnx or *_openvino_model/ file, called like the PyTorch Model."""
+
+    def __init__(self, weights="yolov5s.pt", device=torch.device("cpu"), data=None, fp16=False):
+        super().__init__()
+        w = weights[0] if isinstance(weights, (list, tuple)) and len(weights) == 1 else weights
+        self.format = "PyTorch" if isinstance(w, (list, tuple)) else model_format(w)
+        self.device, self.fp16 = torch.device(device), fp16
+        self.pt, self.jit = self.format == "PyTorch", self.format == "TorchScript"
+        self.onnx, self.xml = self.format == "ONNX", self.format == "OpenVINO"
+        loader = {"PyTorch": _load_pt, "TorchScript": _load_torchscript, "ONNX": _load_onnx, "OpenVINO": _load_openvino}
+        runner, meta = loader[self.format](w, self.device, fp16)
+        self.model = runner if isinstance(runner, nn.Module) else None  # the torch module (.pt, TorchScript)
+        self.runner = None if self.model is not None else runner  # numpy in, numpy out (ONNX, OpenVINO)
+        self.stride = max(int(meta.get("stride", 32)), 32)
+        self.input_shape = meta.get("shape")  # the fixed (b, c, h, w) of a static export, None when free
+        self.dynamic = self.input_shape is None
+        self.names = clean_names(meta.get("names"), meta.get("nc"), data)
+        self.weights = w
+
+    def forward(self, im, augment=False, visualize=False):
+        """(decoded predictions (b, n, 5 + nc), raw maps or None), like Model.forward in eval mode."""
+        if self.pt:
+            kwargs = {k: v for k, v in (("augment", augment), ("visualize", visualize)) if v}
+            return self.model(im.half() if self.fp16 else im, **kwargs)
+        if augment or visualize:
+            raise BackendError(f"{self.weights}: --augment and --visualize need the PyTorch .pt model")
+        self._check_shape(im)
+        if self.jit:
+            return self.model(im.half() if self.fp16 else im)[0], None
+        return torch.from_numpy(np.ascontiguousarray(self.runner(im.cpu().numpy()))).to(im.device).float(), None
+
+    def _check_shape(self, im):
+        if self.input_shape and list(im.shape) != list(self.input_shape):
+            h, w = self.input_shape[2:]
+            raise BackendError(f"{self.weights} was exported for input {tuple(self.input_shape)}, got "
+                               f"{tuple(im.shape)}: pass --img {h} {w} (and batch {self.input_shape[0]}) "
+                               f"or export with --dynamic")
+
+    def warmup(self, imgsz=(1, 3, 640, 640)):
+        """One forward on zeros (CUDA kernels, runtime graph compilation) before timing."""
+        shape = list(self.input_shape or imgsz)
+        self.forward(torch.zeros(*shape, device=self.device, dtype=torch.half if self.fp16 and self.pt else None))
+
+
+def _load_pt(w, device, fp16):
+    w = [attempt_download(x) for x in w] if isinstance(w, (list, tuple)) else attempt_download(w)
+    model = attempt_load(w, map_location=device)
+    model.half() if fp16 else model.float()
+    names = model.module.names if hasattr(model, "module") else model.names
+    return model, {"stride": int(model.stride.max()), "names": names}
+
+
+def _missing(w):
+    if not Path(w).exists():
+        raise FileNotFoundError(f"{w} not found")
+    return str(w)
+
+
+def _load_torchscript(w, device, fp16):
+    LOGGER.info(f"Loading {w} for TorchScript inference...")
+    extra = {"config.txt": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(_missing(w), _extra_files=extra, map_location=device)
+    except RuntimeError as e:
+        raise BackendError(f"{w}: not a readable TorchScript file: {str(e).splitlines()[0]}") from None
+    meta = json.loads(extra["config.txt"]) if extra["config.txt"] else {}
+    meta["shape"] = None if meta.get("dynamic") else meta.get("shape")
+    return (model.half() if fp16 else model.float()).eval(), meta
+
+
+def _load_onnx(w, device, fp16):
+    LOGGER.info(f"Loading {w} for ONNX Runtime inference...")
+    ort = require("onnxruntime", w)
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(_missing(w), providers=providers)
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+            ort.capi.onnxruntime_pybind11_state.InvalidGraph) as e:
+        raise BackendError(f"{w}: not a readable ONNX model: {str(e).splitlines()[0]}") from None
+    meta = {k: parse_meta_value(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    inp = session.get_inputs()[0]
+    meta["shape"] = inp.shape if all(isinstance(d, int) for d in inp.shape) else None
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    out = session.get_outputs()[0].name
+    return lambda x: session.run([out], {inp.name: x.astype(dtype)})[0], meta
+
+
+def _openvino_files(w):
+    """(model.xml, metadata.yaml) from a *_openvino_model/ folder or its .xml file."""
+    p = Path(w)
+    xml = p if p.suffix == ".xml" else next(p.glob("*.xml"), None) if p.is_dir() else None
+    if xml is None or not xml.is_file():
+        raise FileNotFoundError(f"{w}: no OpenVINO model (.xml and .bin) found")
+    return xml, xml.parent / OPENVINO_META
+
+
+def _load_openvino(w, device, fp16):
+    LOGGER.info(f"Loading {w} for OpenVINO inference...")
+    ov = require("openvino", w)
+    xml, meta_file = _openvino_files(w)
+    try:
+        model = ov.Core().read_model(str(xml))
+    except RuntimeError as e:
+        raise BackendError(f"{xml}: not a readable OpenVINO model: {str(e).splitlines()[0]}") from None
+    meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
+    shape = model.inputs[0].get_partial_shape()
+    meta["shape"] = None if shape.is_dynamic else [d.get_length() for d in shape]
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not bf16 on AMX CPUs
+    return lambda x: compiled(x)[compiled.output(0)], meta
