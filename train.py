@@ -38,7 +38,8 @@ from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 from utils.train_utils import (EarlyStopping, ResultsLogger, lr_lambda, multi_scale_size, scaled_shape,  # noqa: E402
-                               smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations)
+                               smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations,
+                               warmup_values)
 from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
 NBS = 64  # nominal batch size
@@ -264,13 +265,13 @@ class Trainer:
     def _warmup(self, ni, epoch):
         if ni > self.nw:
             return
-        xi, hyp = [0, self.nw], self.hyp
-        self.accumulate = max(1, np.interp(ni, xi, [1, NBS / self.batch_size]).round())
-        for j, x in enumerate(self.optimizer.param_groups):
-            start = hyp["warmup_bias_lr"] if j == 2 else 0.0
-            x["lr"] = float(np.interp(ni, xi, [start, x["initial_lr"] * self.lf(epoch)]))
+        self.accumulate = max(1, np.interp(ni, [0, self.nw], [1, NBS / self.batch_size]).round())
+        groups = self.optimizer.param_groups
+        lrs, momentum = warmup_values(ni, self.nw, self.hyp, [x["initial_lr"] for x in groups], self.lf(epoch))
+        for x, lr in zip(groups, lrs):
+            x["lr"] = lr
             if "momentum" in x:
-                x["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+                x["momentum"] = momentum
 
     def _rescale(self, imgs):
         sz = multi_scale_size(self.imgsz, self.gs, self.rng)
