@@ -194,7 +194,7 @@ def _log_summary(dt, seen, imgsz, save_dir, save_txt, save_img):
 def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
         max_det=1000, device="", view_img=False, save_txt=False, save_conf=False, save_crop=False, nosave=False,
         classes=None, agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False,
-        line_thickness=3, hide_labels=False, hide_conf=False, half=False):
+        line_thickness=3, hide_labels=False, hide_conf=False, half=False, augment=False):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
     device = select_device(device)
@@ -215,7 +215,7 @@ def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), co
             t1 = time_sync()
             im = preprocess(im, device, half)
             t2 = time_sync()
-            pred = model(im)[0]
+            pred = model(im, augment=augment)[0]
             t3 = time_sync()
             pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
             dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + time_sync() - t3]
@@ -256,6 +256,7 @@ def parse_opt(argv=None):
     parser.add_argument("--nosave", action="store_true", help="do not save images/videos")
     parser.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
     parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
     parser.add_argument("--project", default=ROOT / "runs/detect", help="save results to project/name")
     parser.add_argument("--name", default="exp", help="save results to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

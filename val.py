@@ -164,7 +164,7 @@ def _save_json(run, weights, data):
 def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, task="val", device="",
         workers=8, single_cls=False, verbose=False, save_txt=False, save_hybrid=False, save_conf=False,
         save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
-        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None):
+        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False):
     """Validate; returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms)."""
     training = model is not None
     if training:
@@ -191,7 +191,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         targets = targets.to(device)
         nb, _, height, width = im.shape
         t2 = time_sync()
-        out, train_out = model(im)
+        out, train_out = model(im, augment=augment)
         t3 = time_sync()
         if compute_loss:
             loss += compute_loss([x.float() for x in train_out], targets)[1]
@@ -239,6 +239,7 @@ def parse_opt(argv=None):
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
     parser.add_argument("--verbose", action="store_true", help="report mAP by class")
     parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     parser.add_argument("--save-hybrid", action="store_true", help="save label+prediction hybrid results to *.txt")

@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:
 from models.common import Conv  # noqa: E402
 from models.config import ModelConfigError, load_model_yaml  # noqa: E402
 from models.parse import parse_model  # noqa: E402
+from models.tta import forward_augment  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
 from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info  # noqa: E402
@@ -112,7 +113,9 @@ class Model(nn.Module):
         self.stride = m.stride
         self._initialize_biases()
 
-    def forward(self, x):
+    def forward(self, x, augment=False):
+        if augment:
+            return forward_augment(self, x)
         y = []
         for m in self.model:
             if m.f != -1:
