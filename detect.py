@@ -5,11 +5,13 @@ Usage: python detect.py --weights best.pt --source path/to/images --img 640
 import argparse
 import pickle
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -18,7 +20,7 @@ if str(ROOT) not in sys.path:
 from models.experimental import attempt_load  # noqa: E402
 from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xyxy2xywh)
-from utils.plots import Annotator, colors, save_one_box  # noqa: E402
+from utils.plots import Annotator, colors, save_one_box, visualize_features  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
@@ -46,14 +48,30 @@ def check_imshow():
         return False
 
 
-def load_model(weights, device, half):
-    """Fused eval model (an Ensemble for several weights), its stride (at least 32) and class names."""
+def load_model(weights, device, half, data=None):
+    """Fused eval model (an Ensemble for several weights), its stride (at least 32) and class names.
+
+    A model without names takes them from the dataset yaml `data`, else class0, class1, ...
+    """
     weights = [str(w) for w in weights] if isinstance(weights, (list, tuple)) else [str(weights)]
     model = attempt_load(weights if len(weights) > 1 else weights[0], map_location=device)
     model.half() if half else model.float()
     stride = max(int(model.stride.max()), 32)
-    names = model.module.names if hasattr(model, "module") else model.names
-    return model, stride, names
+    names = getattr(model.module if hasattr(model, "module") else model, "names", None)
+    return model, stride, names or names_from_data(data, model.model[-1].nc if hasattr(model, "model") else 1000)
+
+
+def names_from_data(data, nc):
+    """Class names from a dataset yaml (a missing or unreadable file warns), else class0 ... class{nc-1}."""
+    if data and Path(data).is_file():
+        with open(data, errors="ignore") as f:
+            names = (yaml.safe_load(f) or {}).get("names")
+        if names:
+            return list(names.values()) if isinstance(names, dict) else list(names)
+        LOGGER.warning(f"WARNING: {data} has no 'names': using class0, class1, ...")
+    elif data:
+        LOGGER.warning(f"WARNING: --data {data} not found: using class0, class1, ...")
+    return [f"class{i}" for i in range(nc)]
 
 
 def make_dataset(source, imgsz, stride):
@@ -170,6 +188,12 @@ class ResultSink:
             self.videos.write(i, im0, save_path, cap)
 
 
+def _visualizer(model, save_dir, path):
+    """Feature maps of this image's forward go to save_dir/<image stem>[2, 3, ...]/ (v6.1 layout)."""
+    stem = Path(path[0] if isinstance(path, list) else path).stem
+    return visualize_features(model, increment_path(save_dir / stem, mkdir=True))
+
+
 def _inference_size(imgsz, stride):
     """[h, w] from an int or 1-2 values, each rounded up to a multiple of stride."""
     imgsz = [imgsz] if isinstance(imgsz, int) else list(imgsz)
@@ -194,12 +218,13 @@ def _log_summary(dt, seen, imgsz, save_dir, save_txt, save_img):
 def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
         max_det=1000, device="", view_img=False, save_txt=False, save_conf=False, save_crop=False, nosave=False,
         classes=None, agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False,
-        line_thickness=3, hide_labels=False, hide_conf=False, half=False, augment=False):
+        line_thickness=3, hide_labels=False, hide_conf=False, half=False, augment=False, visualize=False,
+        data=ROOT / "data/coco128.yaml"):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
     device = select_device(device)
     half &= device.type != "cpu"
-    model, stride, names = load_model(weights, device, half)
+    model, stride, names = load_model(weights, device, half, data=data)
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride)
     view_img = check_imshow() if (view_img or webcam) else False
@@ -215,7 +240,8 @@ def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), co
             t1 = time_sync()
             im = preprocess(im, device, half)
             t2 = time_sync()
-            pred = model(im, augment=augment)[0]
+            with _visualizer(model, save_dir, path) if visualize else nullcontext():
+                pred = model(im, augment=augment)[0]
             t3 = time_sync()
             pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
             dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + time_sync() - t3]
@@ -242,6 +268,7 @@ def parse_opt(argv=None):
     has_default = DEFAULT_SOURCE.exists()
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="(optional) dataset.yaml path")
     parser.add_argument("--source", type=str, default=DEFAULT_SOURCE if has_default else None, required=not has_default,
                         help="file/dir/glob/video/.txt list of paths, 0 for webcam, or a stream URL")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
@@ -257,6 +284,7 @@ def parse_opt(argv=None):
     parser.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
     parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
+    parser.add_argument("--visualize", action="store_true", help="save each layer's feature maps per image")
     parser.add_argument("--project", default=ROOT / "runs/detect", help="save results to project/name")
     parser.add_argument("--name", default="exp", help="save results to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

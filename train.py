@@ -28,6 +28,7 @@ import val  # noqa: E402
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
+from utils.autobatch import check_train_batch_size  # noqa: E402
 from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.datasets import create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
@@ -111,7 +112,7 @@ class Trainer:
         opt, hyp = self.opt, self.hyp
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
-        self.batch_size = opt.batch_size
+        self.batch_size = check_train_batch_size(self.model, self.imgsz) if opt.batch_size == -1 else opt.batch_size
         self.accumulate = max(round(NBS / self.batch_size), 1)
         hyp["weight_decay"] *= self.batch_size * self.accumulate / NBS
         self.optimizer = smart_optimizer(self.model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
@@ -423,6 +424,8 @@ def init_ddp(opt):
     device = select_device(opt.device, batch_size=opt.batch_size)
     if LOCAL_RANK == -1:
         return device
+    if opt.batch_size == -1:
+        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
     if opt.batch_size % WORLD_SIZE:
         raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
     if opt.evolve:
