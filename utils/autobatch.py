@@ -62,7 +62,7 @@ def fit_batch_size(batches, mem, free, fraction=0.9, default=16):
         LOGGER.warning(f"{PREFIX}WARNING: fewer than 2 batch sizes fit in memory, using batch-size {default}")
         return default
     a, b = np.polyfit(batches, mem, deg=1)
-    if a <= 0:
+    if a <= 1e-6 * max(mem):  # flat or falling (up to rounding in the fit)
         LOGGER.warning(f"{PREFIX}WARNING: memory does not grow with batch size, using batch-size {default}")
         return default
     bs = max(int((free * fraction - b) / a), 1)

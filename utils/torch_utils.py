@@ -139,11 +139,14 @@ def _layer_inputs(model, x):
 
 
 def profile_layers(model, x, n=10):
-    """`python models/yolo.py --profile`: per yaml layer, the time of one forward (mean of n), thop GFLOPs, params."""
+    """`python models/yolo.py --profile`: per yaml layer, the time of one forward (mean of n), thop GFLOPs, params.
+
+    Logs the table and returns its rows (ms, GFLOPs, params, module type).
+    """
     from thop import profile
 
     LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
-    total = 0.0
+    rows = []
     for m, inp in _layer_inputs(model, x):
         args = (list(inp) if isinstance(inp, list) else inp,)
         gflops = profile(deepcopy(m), inputs=args, verbose=False)[0] * 2 / 1e9
@@ -152,10 +155,10 @@ def profile_layers(model, x, n=10):
             for _ in range(n):
                 m(list(inp) if isinstance(inp, list) else inp)
             dt = (time_sync() - t) * 1000 / n
-        total += dt
-        LOGGER.info(f"{dt:10.2f} {gflops:10.2f} {sum(p.numel() for p in m.parameters()):10.0f}  {m.type}")
-    LOGGER.info(f"{total:10.2f} {'-':>10s} {'-':>10s}  Total")
-    return total
+        rows.append((dt, gflops, sum(p.numel() for p in m.parameters()), m.type))
+        LOGGER.info("%10.2f %10.2f %10.0f  %s" % rows[-1])
+    LOGGER.info(f"{sum(r[0] for r in rows):10.2f} {'-':>10s} {'-':>10s}  Total")
+    return rows
 
 
 def exact_flops(model, img_size=640, batch_size=1):
