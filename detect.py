@@ -5,12 +5,14 @@ Usage: python detect.py --weights best.pt --source path/to/images --img 640
 import argparse
 import pickle
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -20,7 +22,7 @@ from models.backends import DetectMultiBackend  # noqa: E402
 from utils.downloads import download_url, is_url  # noqa: E402
 from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xyxy2xywh)
-from utils.plots import Annotator, colors, save_one_box  # noqa: E402
+from utils.plots import Annotator, colors, save_one_box, visualize_features  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
@@ -170,6 +172,12 @@ class ResultSink:
             self.videos.write(i, im0, save_path, cap)
 
 
+def _visualizer(model, save_dir, path):
+    """Feature maps of this image's forward go to save_dir/<image stem>[2, 3, ...]/ (v6.1 layout)."""
+    stem = Path(path[0] if isinstance(path, list) else path).stem
+    return visualize_features(model, increment_path(save_dir / stem, mkdir=True))
+
+
 def _inference_size(imgsz, stride):
     """[h, w] from an int or 1-2 values, each rounded up to a multiple of stride."""
     imgsz = [imgsz] if isinstance(imgsz, int) else list(imgsz)
@@ -194,14 +202,15 @@ def _log_summary(dt, seen, imgsz, save_dir, save_txt, save_img):
 def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
         max_det=1000, device="", view_img=False, save_txt=False, save_conf=False, save_crop=False, nosave=False,
         classes=None, agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False,
-        line_thickness=3, hide_labels=False, hide_conf=False, half=False):
+        line_thickness=3, hide_labels=False, hide_conf=False, half=False, augment=False, visualize=False,
+        data=ROOT / "data/coco128.yaml"):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
     if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
         source = download_url(source)
     device = select_device(device)
     half &= device.type != "cpu"
-    model, stride, names = load_model(weights, device, half)
+    model, stride, names = load_model(weights, device, half, data=data)
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
     view_img = check_imshow() if (view_img or webcam) else False
@@ -217,7 +226,8 @@ def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), co
             t1 = time_sync()
             im = preprocess(im, device, half)
             t2 = time_sync()
-            pred = model(im)[0]
+            with _visualizer(model.model if model.pt else model, save_dir, path) if visualize else nullcontext():
+                pred = model(im, augment=augment)[0]
             t3 = time_sync()
             pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
             dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + time_sync() - t3]
@@ -244,6 +254,7 @@ def parse_opt(argv=None):
     has_default = DEFAULT_SOURCE.exists()
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="(optional) dataset.yaml path")
     parser.add_argument("--source", type=str, default=DEFAULT_SOURCE if has_default else None, required=not has_default,
                         help="file/dir/glob/video/.txt list of paths, 0 for webcam, or a stream URL")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
@@ -258,6 +269,8 @@ def parse_opt(argv=None):
     parser.add_argument("--nosave", action="store_true", help="do not save images/videos")
     parser.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
     parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
+    parser.add_argument("--visualize", action="store_true", help="save each layer's feature maps per image")
     parser.add_argument("--project", default=ROOT / "runs/detect", help="save results to project/name")
     parser.add_argument("--name", default="exp", help="save results to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -29,6 +29,7 @@ import val  # noqa: E402
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
+from utils.autobatch import check_train_batch_size  # noqa: E402
 from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
@@ -40,7 +41,8 @@ from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, ResultsLogger, RunLock,  # noqa: E402
                                check_counts, check_hyp, is_finite_model, lr_lambda, make_run_dir, multi_scale_size,
-                               scaled_shape, smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations)
+                               scaled_shape, smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations,
+                               warmup_values)
 from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
 NBS = 64  # nominal batch size
@@ -114,7 +116,7 @@ class Trainer:
         opt, hyp = self.opt, self.hyp
         self.gs = max(int(self.model.stride.max()), 32)
         self.imgsz = check_img_size(opt.imgsz, self.gs, floor=self.gs * 2)
-        self.batch_size = opt.batch_size
+        self.batch_size = check_train_batch_size(self.model, self.imgsz) if opt.batch_size == -1 else opt.batch_size
         self.accumulate = max(round(NBS / self.batch_size), 1)
         hyp["weight_decay"] *= self.batch_size * self.accumulate / NBS
         self.optimizer = smart_optimizer(self.model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
@@ -282,13 +284,13 @@ class Trainer:
     def _warmup(self, ni, epoch):
         if ni > self.nw:
             return
-        xi, hyp = [0, self.nw], self.hyp
-        self.accumulate = max(1, np.interp(ni, xi, [1, NBS / self.batch_size]).round())
-        for j, x in enumerate(self.optimizer.param_groups):
-            start = hyp["warmup_bias_lr"] if j == 2 else 0.0
-            x["lr"] = float(np.interp(ni, xi, [start, x["initial_lr"] * self.lf(epoch)]))
+        self.accumulate = max(1, np.interp(ni, [0, self.nw], [1, NBS / self.batch_size]).round())
+        groups = self.optimizer.param_groups
+        lrs, momentum = warmup_values(ni, self.nw, self.hyp, [x["initial_lr"] for x in groups], self.lf(epoch))
+        for x, lr in zip(groups, lrs):
+            x["lr"] = lr
             if "momentum" in x:
-                x["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+                x["momentum"] = momentum
 
     def _rescale(self, imgs):
         sz = multi_scale_size(self.imgsz, self.gs, self.rng)
@@ -445,6 +447,8 @@ def init_ddp(opt):
     device = select_device(opt.device, batch_size=opt.batch_size)
     if LOCAL_RANK == -1:
         return device
+    if opt.batch_size == -1:
+        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
     if opt.batch_size % WORLD_SIZE:
         raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
     if opt.evolve:

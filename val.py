@@ -23,9 +23,10 @@ from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_img_size, check_yaml, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xywh2xyxy, xyxy2xywh)
 from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions  # noqa: E402
-from utils.plots import output_to_target, plot_images  # noqa: E402
+from utils.plots import output_to_target, plot_images, plot_val_study  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
 
+STUDY_SIZES = range(256, 1536 + 128, 128)  # v6.1's --task study image sizes
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
 HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
 COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
@@ -164,7 +165,7 @@ def _save_json(run, weights, data):
 def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, task="val", device="",
         workers=8, single_cls=False, verbose=False, save_txt=False, save_hybrid=False, save_conf=False,
         save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
-        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None):
+        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False):
     """Validate; returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms)."""
     training = model is not None
     if training:
@@ -196,7 +197,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         targets = targets.to(device)
         nb, _, height, width = im.shape
         t2 = time_sync()
-        out, train_out = model(im)
+        out, train_out = model(im, augment=augment)
         t3 = time_sync()
         if compute_loss:
             loss += compute_loss([x.float() for x in train_out], targets)[1]
@@ -232,6 +233,24 @@ def _log_outputs(save_dir, t, shape, save_txt):
     LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{s}")
 
 
+def study(opt, x=STUDY_SIZES):
+    """For each weights file, validate at every img size in x; rows P R mAP@.5 mAP@.5:.95 losses(3) speeds(3)
+    to study_<data>_<weights>.txt in the current folder, then the mAP-against-speed plot study.png."""
+    weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
+    files = []
+    for w in weights:
+        f = Path(f"study_{Path(opt.data).stem}_{Path(w).stem}.txt")
+        y = []
+        for size in x:
+            LOGGER.info(f"\nRunning {f} --imgsz {size}...")
+            r, _, t = run(**{**vars(opt), "weights": w, "imgsz": size, "task": "val"}, plots=False)
+            y.append(list(r) + list(t))
+        np.savetxt(f, y, fmt="%10.4g")
+        files.append(f)
+    plot_val_study(files, x=list(x))
+    return files
+
+
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=str, default=ROOT / "data/shapes.yaml", help="dataset.yaml path")
@@ -240,10 +259,12 @@ def parse_opt(argv=None):
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    parser.add_argument("--task", default="val", choices=["train", "val", "test", "speed"], help="split, or speed")
+    parser.add_argument("--task", default="val", choices=["train", "val", "test", "speed", "study"],
+                        help="split, speed, or study (mAP and speed at img 256..1536)")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
     parser.add_argument("--verbose", action="store_true", help="report mAP by class")
     parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     parser.add_argument("--save-hybrid", action="store_true", help="save label+prediction hybrid results to *.txt")
@@ -262,7 +283,10 @@ def parse_opt(argv=None):
 
 
 def main(opt):
-    """Validate (task train/val/test), or time each weights file (task speed: conf 0.25, iou 0.45, FP16 on CUDA)."""
+    """Validate (task train/val/test), time each weights file (task speed: conf 0.25, iou 0.45, FP16 on CUDA),
+    or run the img-size study (task study)."""
+    if opt.task == "study":
+        return study(opt)
     if opt.task != "speed":
         if opt.conf_thres > 0.001:
             LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives invalid mAP values.")

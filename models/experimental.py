@@ -11,8 +11,8 @@ _INPLACE_TYPES = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU, Detect
 class Ensemble(nn.ModuleList):
     """Several models whose detections are concatenated before NMS."""
 
-    def forward(self, x):
-        return torch.cat([m(x)[0] for m in self], 1), None
+    def forward(self, x, augment=False):
+        return torch.cat([m(x, augment=augment)[0] for m in self], 1), None
 
 
 def attempt_load(weights, map_location=None, inplace=True, fuse=True):

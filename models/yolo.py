@@ -19,9 +19,10 @@ from models.common import Conv  # noqa: E402
 from models.config import ModelConfigError, load_model_yaml  # noqa: E402
 from models.parse import parse_model  # noqa: E402
 from models.registry import Channels, register  # noqa: E402
+from models.tta import forward_augment  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
-from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info  # noqa: E402
+from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, select_device  # noqa: E402
 
 __all__ = ["Detect", "Model", "parse_model", "ModelConfigError"]
 
@@ -126,7 +127,9 @@ class Model(nn.Module):
             for h in hooks:
                 h.remove()
 
-    def forward(self, x):
+    def forward(self, x, augment=False):
+        if augment:
+            return forward_augment(self, x)
         y = []
         for m in self.model:
             if m.f != -1:
@@ -187,6 +190,8 @@ def main(argv=None):
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
     parser.add_argument("--img", "--img-size", type=int, default=640, help="input size for the exact GFLOPs")
     parser.add_argument("--verbose", action="store_true", help="print every parameter")
+    parser.add_argument("--profile", action="store_true", help="profile model speed, per layer")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
     opt = parser.parse_args(argv)
     try:
         model = Model(opt.cfg)
@@ -195,6 +200,9 @@ def main(argv=None):
         return 1
     if opt.verbose or opt.img != 640:
         model.info(verbose=opt.verbose, img_size=opt.img)
+    if opt.profile:
+        device = select_device(opt.device)
+        profile_layers(model.to(device).eval(), torch.rand(8 if device.type == "cuda" else 1, 3, 640, 640, device=device))
     return 0
 
 

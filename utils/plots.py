@@ -1,6 +1,7 @@
 """Plotting utilities: box annotation, batch mosaics, label statistics, results and evolution plots."""
 import csv
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -20,13 +21,14 @@ RESULTS_PLOT_ORDER = (1, 2, 3, 4, 5, 8, 9, 10, 6, 7)  # train losses + P, R on t
 
 
 class Colors:
-    """A fixed palette of 20 distinct colours, indexed cyclically: colors(i, bgr=False) -> (r, g, b)."""
+    """YOLOv5 v6.1's palette of 20 colours, indexed cyclically: colors(i, bgr=False) -> (r, g, b)."""
+
+    HEX = ("FF3838", "FF9D97", "FF701F", "FFB21D", "CFD231", "48F90A", "92CC17", "3DDB86", "1A9334", "00D4BB",
+           "2C99A8", "00C2FF", "344593", "6473FF", "0018EC", "8438FF", "520085", "CB38FF", "FF95C8", "FF37C7")
 
     def __init__(self):
-        """Build the palette from matplotlib's qualitative tab20 colour map (pairs reordered for contrast)."""
-        tab20 = plt.get_cmap("tab20").colors
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # strong shades first, then their light pairs
-        self.palette = [tuple(int(round(c * 255)) for c in tab20[i]) for i in order]
+        """Decode the hex strings into RGB tuples."""
+        self.palette = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in self.HEX]
         self.n = len(self.palette)
 
     def __call__(self, i, bgr=False):
@@ -368,4 +370,78 @@ def plot_evolve(evolve_csv="path/to/evolve.csv"):
     fig.savefig(out, dpi=200)
     plt.close(fig)
     LOGGER.info(f"Saved {out}")
+    return out
+
+
+def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detect/exp")):
+    """Save the first n channels of the first image of feature map x as a grid: stage{stage}_{module}_features.png."""
+    if "Detect" in module_type or not isinstance(x, torch.Tensor) or x.ndim != 4:
+        return None
+    _, channels, height, width = x.shape
+    if height < 2 or width < 2:
+        return None
+    f = Path(save_dir) / f"stage{stage}_{module_type.split('.')[-1]}_features.png"
+    n = min(n, channels)
+    fig, ax = plt.subplots(math.ceil(n / 8), 8, tight_layout=True)
+    ax = np.atleast_1d(ax).ravel()
+    plt.subplots_adjust(wspace=0.05, hspace=0.05)
+    maps = x[0].detach().float().cpu().numpy()
+    for i, a in enumerate(ax):
+        if i < n:
+            a.imshow(maps[i])
+        a.axis("off")
+    LOGGER.info(f"Saving {f}... ({n}/{channels})")
+    fig.savefig(f, dpi=300, bbox_inches="tight")
+    plt.close(fig)
+    return f
+
+
+@contextmanager
+def visualize_features(model, save_dir, n=32):
+    """Inside the block, the first forward of each yaml layer of model saves its feature maps into save_dir."""
+    layers = getattr(model, "model", None)
+    if not isinstance(layers, torch.nn.Sequential):
+        LOGGER.warning(f"WARNING: --visualize needs a PyTorch YOLOv5 model with yaml layers, not {type(model).__name__}")
+        yield
+        return
+    done = set()
+
+    def save(m, inputs, output):
+        if m.i not in done:
+            done.add(m.i)
+            feature_visualization(output, m.type, m.i, n=n, save_dir=save_dir)
+
+    handles = [m.register_forward_hook(save) for m in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+STUDY_COLUMNS = ("P", "R", "mAP@.5", "mAP@.5:.95", "t_preprocess (ms/img)", "t_inference (ms/img)", "t_NMS (ms/img)")
+
+
+def plot_val_study(files, x, save="study.png"):
+    """val.py --task study: each metric against img size, and mAP@.5:.95 against inference time, per weights file."""
+    fig, ax = plt.subplots(2, 4, figsize=(12, 6), tight_layout=True)
+    ax = ax.ravel()
+    for f in files:
+        y = np.atleast_2d(np.loadtxt(f))
+        metrics = np.concatenate([y[:, :4], y[:, 7:10]], 1)  # drop the 3 loss columns
+        label = Path(f).stem.replace("study_", "")
+        for i, title in enumerate(STUDY_COLUMNS):
+            ax[i].plot(x[:len(y)], metrics[:, i], ".-", linewidth=2, markersize=8, label=label)
+            ax[i].set_title(title)
+        ax[7].plot(metrics[:, 5], metrics[:, 3], ".-", linewidth=2, markersize=8, label=label)
+        for size, t, m in zip(x, metrics[:, 5], metrics[:, 3]):
+            ax[7].annotate(str(size), (t, m), fontsize=7)
+    ax[7].set_xlabel("inference (ms/img)")
+    ax[7].set_ylabel("mAP@.5:.95")
+    ax[7].grid(alpha=0.2)
+    ax[7].legend(loc="best")
+    out = Path(files[0]).parent / save if files else Path(save)
+    LOGGER.info(f"Saving {out}...")
+    fig.savefig(out, dpi=200)
+    plt.close(fig)
     return out

@@ -100,10 +100,17 @@ def _input_shape(model, img_size):
 
 
 def legacy_gflops(model, img_size=640):
-    """v6.1's figure: module-hook MACs x 2 on a stride-sized input, scaled to img_size (misses functional ops)."""
+    """v6.1's figure: thop's MACs x 2 of one forward on a stride-sized input, scaled to img_size.
+
+    thop counts module calls (Conv, BatchNorm, Linear, pools, ...), so matmul/bmm/einsum inside blocks are missed.
+    """
+    from thop import profile
+
     stride, ch = _stride_and_channels(model)
     hw = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
-    macs = _hook_macs(deepcopy(model), torch.zeros(1, ch, stride, stride, device=_device(model)))
+    p = next(model.parameters())
+    x = torch.zeros(1, ch, stride, stride, device=p.device, dtype=p.dtype)
+    macs = profile(deepcopy(model), inputs=(x,), verbose=False)[0]
     return macs * 2 / 1e9 * hw[0] / stride * hw[1] / stride
 
 
@@ -112,30 +119,46 @@ def _device(model):
     return p.device if p is not None else torch.device("cpu")
 
 
-def _hook_macs(model, x):
-    """Sum of per-module MACs counted by forward hooks (Conv, Linear, BatchNorm, average pools), like thop."""
-    total = [0]
+def _layer_inputs(model, x):
+    """(layer, its input) for every yaml layer of model in one forward of x; list inputs are copied
+    (Detect rewrites its input list in place)."""
+    seen = []
 
-    def conv(m, inp, out):
-        k = m.weight[0].numel()
-        total[0] += out.numel() * (k + (m.bias is not None))
+    def keep(m, inputs):
+        a = inputs[0]
+        seen.append((m, list(a) if isinstance(a, list) else a))
 
-    def linear(m, inp, out):
-        total[0] += out.numel() * m.in_features
+    handles = [m.register_forward_pre_hook(keep) for m in model.model]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
 
-    def norm(m, inp, out):  # normalise (2) and affine (2) per element
-        total[0] += (4 if m.affine else 2) * inp[0].numel()
 
-    def pool(m, inp, out):
-        total[0] += out.numel() * (inp[0].shape[-1] * inp[0].shape[-2] // max(out.shape[-1] * out.shape[-2], 1) + 1)
+def profile_layers(model, x, n=10):
+    """`python models/yolo.py --profile`: per yaml layer, the time of one forward (mean of n), thop GFLOPs, params.
 
-    rules = {nn.Conv2d: conv, nn.Conv1d: conv, nn.Linear: linear, nn.BatchNorm2d: norm, nn.AdaptiveAvgPool2d: pool}
-    handles = [m.register_forward_hook(rules[type(m)]) for m in model.modules() if type(m) in rules]
-    with torch.no_grad():
-        model.eval()(x.to(next(model.parameters()).dtype))
-    for h in handles:
-        h.remove()
-    return total[0]
+    Logs the table and returns its rows (ms, GFLOPs, params, module type).
+    """
+    from thop import profile
+
+    LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
+    rows = []
+    for m, inp in _layer_inputs(model, x):
+        args = (list(inp) if isinstance(inp, list) else inp,)
+        gflops = profile(deepcopy(m), inputs=args, verbose=False)[0] * 2 / 1e9
+        with torch.no_grad():
+            t = time_sync()
+            for _ in range(n):
+                m(list(inp) if isinstance(inp, list) else inp)
+            dt = (time_sync() - t) * 1000 / n
+        rows.append((dt, gflops, sum(p.numel() for p in m.parameters()), m.type))
+        LOGGER.info("%10.2f %10.2f %10.0f  %s" % rows[-1])
+    LOGGER.info(f"{sum(r[0] for r in rows):10.2f} {'-':>10s} {'-':>10s}  Total")
+    return rows
 
 
 def exact_flops(model, img_size=640, batch_size=1):
@@ -174,7 +197,7 @@ def model_info(model, verbose=False, img_size=640):
     fs = ""
     try:
         fs = f", {legacy_gflops(model, img_size):.1f} GFLOPs"
-    except (RuntimeError, TypeError, ValueError, StopIteration) as e:
+    except (ImportError, RuntimeError, TypeError, ValueError, StopIteration) as e:
         LOGGER.warning(f"WARNING: GFLOPs not computed: {e}")
     LOGGER.info(f"Model Summary: {len(list(model.modules()))} layers, {n_p} parameters, {n_g} gradients{fs}")
     if fs:

@@ -5,6 +5,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -156,8 +157,20 @@ class ResultsLogger:
 
 
 def warmup_iterations(hyp, nb):
-    """Number of warm-up iterations: warmup_epochs * batches, at least 100 (v6.1)."""
-    return max(round(hyp["warmup_epochs"] * nb), 100)
+    """Number of warm-up iterations as v6.1: warmup_epochs * batches per epoch, at least 1000."""
+    return max(round(hyp["warmup_epochs"] * nb), 1000)
+
+
+def warmup_values(ni, nw, hyp, initial_lrs, lf_epoch):
+    """Per-group lr and the momentum at warm-up iteration ni of nw.
+
+    The bias group (index 2) falls from warmup_bias_lr, the others rise from 0, all towards initial_lr * lf(epoch);
+    momentum rises from warmup_momentum to momentum.
+    """
+    xi = [0, nw]
+    lrs = [float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 2 else 0.0, lr0 * lf_epoch]))
+           for j, lr0 in enumerate(initial_lrs)]
+    return lrs, float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
 
 
 def multi_scale_size(imgsz, gs, rng):
