@@ -41,11 +41,11 @@ def resolve_cfg(cfg):
         base = _find(Path(cfg).with_name(m.group(1) + m.group(3)))
         if base:
             return base, m.group(2)
-    raise FileNotFoundError(f"model yaml '{cfg}' not found (looked in the current folder and {MODELS_DIR})")
+    raise FileNotFoundError(f"model yaml '{cfg}' not found (looked in the current folder, {MODELS_DIR} and its hub/)")
 
 
 def _find(path):
-    for p in (path, MODELS_DIR / path.name):
+    for p in (path, MODELS_DIR / path.name, MODELS_DIR / "hub" / path.name):
         if p.is_file():
             return p
     return None

@@ -146,6 +146,40 @@ def _norm_rule(layer, ch, ctx, source):
     return c1, [c1], layer.n
 
 
+def _once(layer, source):
+    if layer.n != 1:
+        raise layer.error(source, f"cannot be repeated (number {layer.n}): its output differs from its input")
+
+
+def _sum_rule(layer, ch, ctx, source):
+    _once(layer, source)
+    fs = [layer.f] if isinstance(layer.f, int) else layer.f
+    widths = [ch[x] for x in fs]
+    if len(set(widths)) > 1:
+        raise layer.error(source, f"adds its inputs element-wise, but they have different channels {widths}")
+    return widths[0], layer.args, layer.n
+
+
+def _gain(layer, source):
+    _once(layer, source)
+    gain = layer.args[0] if layer.args else 2
+    if not isinstance(gain, int) or isinstance(gain, bool) or gain < 1:
+        raise layer.error(source, f"gain must be an int >= 1, got {gain!r}")
+    return gain
+
+
+def _space_to_depth_rule(layer, ch, ctx, source):
+    c1 = _single_input(layer, ch, source)
+    return c1 * _gain(layer, source) ** 2, layer.args, layer.n
+
+
+def _depth_to_space_rule(layer, ch, ctx, source):
+    c1, gain = _single_input(layer, ch, source), _gain(layer, source)
+    if c1 % gain**2:
+        raise layer.error(source, f"input channels {c1} are not divisible by gain^2 = {gain ** 2}")
+    return c1 // gain**2, layer.args, layer.n
+
+
 _RULES = {
     "conv": _conv_rule,
     "repeat": _repeat_rule,
@@ -154,6 +188,9 @@ _RULES = {
     "detect": _detect_rule,
     "same": _same_rule,
     "norm": _norm_rule,
+    "sum": _sum_rule,
+    "space_to_depth": _space_to_depth_rule,
+    "depth_to_space": _depth_to_space_rule,
 }
 
 

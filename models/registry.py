@@ -18,6 +18,9 @@ class Channels(Enum):
     DETECT = "detect"  # args [nc, anchors]: the input channel list is appended
     SAME = "same"  # output channels = input channels; args as written (nn.Upsample)
     NORM = "norm"  # args replaced by [c1] (nn.BatchNorm2d)
+    SUM = "sum"  # element-wise merge of inputs with equal channels; args as written (Sum)
+    SPACE_TO_DEPTH = "space_to_depth"  # args [gain]: output channels = c1 * gain^2 (Contract)
+    DEPTH_TO_SPACE = "depth_to_space"  # args [gain]: output channels = c1 / gain^2 (Expand)
 
 
 @dataclass(frozen=True)
