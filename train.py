@@ -6,7 +6,6 @@ Usage:
 """
 import argparse
 import os
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -31,13 +30,14 @@ from models.yolo import Model  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import check_train_batch_size  # noqa: E402
 from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
+from utils.datasets import check_label_classes, create_dataloader, set_loader_epoch  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
                            init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
+from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, ResultsLogger, RunLock,  # noqa: E402
                                check_counts, check_hyp, is_finite_model, lr_lambda, make_run_dir, multi_scale_size,
@@ -123,7 +123,7 @@ class Trainer:
         self.lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
         self.scheduler = lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(self.model) if self.main else None
-        self.start_epoch, self.best_fitness = 0, 0.0
+        self.start_epoch, self.best_fitness, self.exact = 0, 0.0, None
         if self.ckpt is not None:
             self._resume_state()
         self.ckpt = None
@@ -138,6 +138,7 @@ class Trainer:
             self.ema.updates = ckpt["updates"]
         if not opt.resume:
             return
+        self.exact = ckpt.get("exact")
         self.start_epoch = ckpt["epoch"] + 1
         if self.start_epoch <= 0:
             raise ValueError(f"{opt.weights} training to {opt.epochs} epochs is finished, nothing to resume.\n"
@@ -201,7 +202,7 @@ class Trainer:
         if opt.resume and self.main:
             self.logger.drop_from(self.start_epoch)
         self.nonfinite = 0
-        self.rng = random.Random(opt.seed)
+        self._restore_exact()
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
                     f"Using {self.train_loader.num_workers * WORLD_SIZE} dataloader workers\n"
                     f"Logging results to {colorstr('bold', self.save_dir)}\n"
@@ -229,14 +230,14 @@ class Trainer:
         if self.opt.image_weights:
             cw = de_parallel(self.model).class_weights.cpu().numpy() * (1 - self.maps) ** 2 / self.nc
             iw = labels_to_image_weights(self.dataset.labels, nc=self.nc, class_weights=cw)
-            self.dataset.indices = random.choices(range(self.dataset.n), weights=iw, k=self.dataset.n)
+            rng = seeded_rng(self.opt.seed, IMAGE_WEIGHTS, epoch)
+            self.dataset.indices = rng.choice(self.dataset.n, size=self.dataset.n, p=iw / iw.sum()).tolist()
         return {f"x/{k}": v for k, v in logs.items()}
 
     def train_one_epoch(self, epoch):
         self.model.train()
         mloss = torch.zeros(3, device=self.device)
-        if RANK != -1:
-            self.train_loader.sampler.set_epoch(epoch)
+        set_loader_epoch(self.train_loader, epoch)
         pbar = enumerate(self.train_loader)
         LOGGER.info(("\n" + "%10s" * 7) % ("Epoch", "gpu_mem", "box", "obj", "cls", "labels", "img_size"))
         if self.main:
@@ -247,7 +248,7 @@ class Trainer:
             imgs = imgs.to(self.device, non_blocking=True).float() / 255
             self._warmup(ni, epoch)
             if self.opt.multi_scale:
-                imgs = self._rescale(imgs)
+                imgs = self._rescale(imgs, ni)
             with torch.autocast(self.device.type, enabled=self.cuda):
                 pred = self.model(imgs)
                 loss, loss_items = self.compute_loss(pred, targets.to(self.device))
@@ -292,8 +293,8 @@ class Trainer:
             if "momentum" in x:
                 x["momentum"] = momentum
 
-    def _rescale(self, imgs):
-        sz = multi_scale_size(self.imgsz, self.gs, self.rng)
+    def _rescale(self, imgs, ni):
+        sz = multi_scale_size(self.imgsz, self.gs, seeded_rng(self.opt.seed, MULTI_SCALE, ni))
         ns = scaled_shape(imgs.shape[2:], sz, self.gs)
         return nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
 
@@ -318,17 +319,32 @@ class Trainer:
         if fi > self.best_fitness:
             self.best_fitness = fi
         self.logger.log_epoch(epoch, [*mloss.tolist(), *self.results, *self.lr], extra)
+        stop = self.stopper(epoch=epoch, fitness=fi)
         finite = is_finite_model(self.ema.ema)
         if not finite:
             LOGGER.warning(f"WARNING: epoch {epoch}: non-finite weights, {self.wdir} is left as it is")
         if finite and (not opt.nosave or (final_epoch and not opt.evolve)):
             ckpt = training_checkpoint(epoch, self.best_fitness, de_parallel(self.model), self.ema, self.optimizer)
+            ckpt["exact"] = exact_state(de_parallel(self.model), self.ema, self.scaler, self.last_opt_step, self.maps,
+                                        self.stopper.best_epoch)
             save_checkpoint(ckpt, self.last)
             if self.best_fitness == fi:
                 save_checkpoint(ckpt, self.best)
             if opt.save_period > 0 and epoch % opt.save_period == 0:
                 save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
-        return self.stopper(epoch=epoch, fitness=fi)
+        return stop
+
+    def _restore_exact(self):
+        """On --resume: FP32 weights and EMA, optimizer-step counter, AMP scale, mAPs, early-stopping state."""
+        s = self.exact
+        if not s:
+            return
+        de_parallel(self.model).load_state_dict(s["model"])
+        if self.ema:
+            self.ema.ema.load_state_dict(s["ema"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.last_opt_step, self.maps = s["last_opt_step"], np.array(s["maps"])
+        self.stopper.best_fitness, self.stopper.best_epoch = self.best_fitness, s["best_epoch"]
 
     def finish(self):
         for f in self.last, self.best:
@@ -393,6 +409,7 @@ def parse_opt(argv=None):
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (bit-identical runs)")
     parser.add_argument("--save-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="DDP parameter, do not modify")
     return parser.parse_args(argv)
@@ -488,6 +505,7 @@ def main(opt):
     if opt.resume and not opt.evolve:
         opt = resume_options(opt)
     check_counts(opt)
+    set_deterministic(opt.deterministic)
     device = init_ddp(opt)
     opt = check_options(opt)
     opt.save_dir = _broadcast(opt.save_dir)  # every rank uses rank 0's run folder

@@ -1,4 +1,8 @@
-"""Image augmentations for training and the letterbox used everywhere (YOLOv5 v6.1 numerics)."""
+"""Image augmentations for training and the letterbox used everywhere (YOLOv5 v6.1 numerics).
+
+Every random augmentation draws from the numpy Generator `rng` it is given (never from the global streams), so a
+sample's augmentation is a function of the generator's seed alone (see utils.reproducibility.seeded_rng).
+"""
 import math
 
 import cv2
@@ -33,11 +37,11 @@ def letterbox(im, new_shape=(640, 640), color=GRAY, auto=True, scaleFill=False, 
     return im, ratio, (dw, dh)
 
 
-def augment_hsv(im, hgain=0.5, sgain=0.5, vgain=0.5):
+def augment_hsv(im, hgain=0.5, sgain=0.5, vgain=0.5, *, rng):
     """Randomly scale hue, saturation and value of a BGR uint8 image in place."""
     if not (hgain or sgain or vgain):
         return
-    r = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
+    r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
     hue, sat, val = cv2.split(cv2.cvtColor(im, cv2.COLOR_BGR2HSV))
     x = np.arange(0, 256, dtype=r.dtype)
     lut_hue = ((x * r[0]) % 180).astype(np.uint8)  # OpenCV hue range is 0..179
@@ -47,24 +51,24 @@ def augment_hsv(im, hgain=0.5, sgain=0.5, vgain=0.5):
     cv2.cvtColor(im_hsv, cv2.COLOR_HSV2BGR, dst=im)
 
 
-def _affine_matrix(im_shape, out_shape, degrees, translate, scale, shear, perspective):
+def _affine_matrix(im_shape, out_shape, degrees, translate, scale, shear, perspective, rng):
     """Random 3x3 warp: centre, perspective, rotation+scale, shear, translation; returns (M, scale)."""
     h, w = im_shape
     height, width = out_shape
     C = np.eye(3)
     C[0, 2], C[1, 2] = -w / 2, -h / 2  # move the image centre to the origin
     P = np.eye(3)
-    P[2, 0] = np.random.uniform(-perspective, perspective)
-    P[2, 1] = np.random.uniform(-perspective, perspective)
+    P[2, 0] = rng.uniform(-perspective, perspective)
+    P[2, 1] = rng.uniform(-perspective, perspective)
     R = np.eye(3)
-    s = np.random.uniform(1 - scale, 1 + scale)
-    R[:2] = cv2.getRotationMatrix2D(angle=np.random.uniform(-degrees, degrees), center=(0, 0), scale=s)
+    s = rng.uniform(1 - scale, 1 + scale)
+    R[:2] = cv2.getRotationMatrix2D(angle=rng.uniform(-degrees, degrees), center=(0, 0), scale=s)
     S = np.eye(3)
-    S[0, 1] = math.tan(np.random.uniform(-shear, shear) * math.pi / 180)
-    S[1, 0] = math.tan(np.random.uniform(-shear, shear) * math.pi / 180)
+    S[0, 1] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    S[1, 0] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
     T = np.eye(3)
-    T[0, 2] = np.random.uniform(0.5 - translate, 0.5 + translate) * width
-    T[1, 2] = np.random.uniform(0.5 - translate, 0.5 + translate) * height
+    T[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * width
+    T[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * height
     return T @ S @ R @ P @ C, s
 
 
@@ -101,11 +105,11 @@ def _warp_segments(segments, M, perspective, width, height):
 
 
 def random_perspective(im, targets=(), segments=(), degrees=10, translate=0.1, scale=0.1, shear=10,
-                       perspective=0.0, border=(0, 0)):
+                       perspective=0.0, border=(0, 0), *, rng):
     """Random geometric warp of im and its (n, 5) [cls, x1, y1, x2, y2] pixel targets; returns im, targets."""
     height = im.shape[0] + border[0] * 2
     width = im.shape[1] + border[1] * 2
-    M, s = _affine_matrix(im.shape[:2], (height, width), degrees, translate, scale, shear, perspective)
+    M, s = _affine_matrix(im.shape[:2], (height, width), degrees, translate, scale, shear, perspective, rng)
     if border[0] != 0 or border[1] != 0 or (M != np.eye(3)).any():
         if perspective:
             im = cv2.warpPerspective(im, M, dsize=(width, height), borderValue=GRAY)
@@ -131,8 +135,8 @@ def box_candidates(box1, box2, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
-def mixup(im, labels, im2, labels2):
+def mixup(im, labels, im2, labels2, *, rng):
     """Blend two equally sized images with a Beta(32, 32) ratio and concatenate their labels."""
-    r = np.random.beta(32.0, 32.0)
+    r = rng.beta(32.0, 32.0)
     im = (im * r + im2 * (1 - r)).astype(np.uint8)
     return im, np.concatenate((labels, labels2), 0)

@@ -2,7 +2,6 @@
 import hashlib
 import json
 import os
-import random
 from contextlib import contextmanager
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from utils.augmentations import augment_hsv, letterbox, mixup, random_perspective
 from utils.general import LOGGER, NUM_THREADS, xywhn2xyxy, xyxy2xywhn
+from utils.reproducibility import AUGMENT, seeded_rng
 from utils.sources import (IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams,  # noqa: F401 (re-export)
                            displayed_size, img2label_paths, imread, list_files, suffix, to_chw_rgb)
 
@@ -222,6 +222,8 @@ def load_labels(path, img_files, label_files, prefix=''):
 class LoadImagesAndLabels(Dataset):
     """YOLO images + labels for train/val: letterbox or mosaic, optional augmentation, rect batches, caching."""
 
+    seed, epoch = 0, 0  # the augmentation of sample i is drawn from seeded_rng(seed, AUGMENT, epoch, i)
+
     def __init__(self, path, img_size=640, batch_size=16, augment=False, hyp=None, rect=False, image_weights=False,
                  cache_images=False, single_cls=False, stride=32, pad=0.0, prefix=''):
         """Index the images of path (dir, glob, .txt list or a list of these) and load their checked labels."""
@@ -352,30 +354,35 @@ class LoadImagesAndLabels(Dataset):
         """Number of images."""
         return len(self.img_files)
 
+    def set_epoch(self, epoch):
+        """Draw this epoch's augmentations (call before iterating; workers are forked after it)."""
+        self.epoch = epoch
+
     def __getitem__(self, index):
         """(uint8 CHW RGB tensor, (n, 6) [0, cls, x, y, w, h] labels, path, shapes or None for mosaics)."""
+        rng = seeded_rng(self.seed, AUGMENT, self.epoch, index)  # same draws whatever worker loads it
         index = self.indices[index]  # image_weights: train.py resamples self.indices each epoch
         hyp = self.hyp
         if self.augment and hyp is None:
             raise ValueError('LoadImagesAndLabels(augment=True) needs hyp (e.g. data/hyps/hyp.scratch-low.yaml)')
-        if self.mosaic and random.random() < hyp['mosaic']:
-            im, labels = self.load_mosaic(index)
+        if self.mosaic and rng.random() < hyp['mosaic']:
+            im, labels = self.load_mosaic(index, rng)
             shapes = None
-            if random.random() < hyp['mixup']:
-                im, labels = mixup(im, labels, *self.load_mosaic(random.randint(0, self.n - 1)))
+            if rng.random() < hyp['mixup']:
+                im, labels = mixup(im, labels, *self.load_mosaic(int(rng.integers(self.n)), rng), rng=rng)
         else:
-            im, labels, shapes = self._load_letterboxed(index)
+            im, labels, shapes = self._load_letterboxed(index, rng)
         nl = len(labels)
         if nl:
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=im.shape[1], h=im.shape[0], clip=True, eps=1E-3)
         if self.augment:
-            im, labels = self._color_and_flips(im, labels)
+            im, labels = self._color_and_flips(im, labels, rng)
         labels_out = torch.zeros((nl, 6))
         if nl:
             labels_out[:, 1:] = torch.from_numpy(labels)
         return torch.from_numpy(to_chw_rgb(im)), labels_out, self.img_files[index], shapes
 
-    def _load_letterboxed(self, index):
+    def _load_letterboxed(self, index, rng):
         """Single image letterboxed to its batch shape (rect) or img_size; labels as pixel xyxy."""
         im, (h0, w0), (h, w) = self.load_image(index)
         shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
@@ -387,27 +394,28 @@ class LoadImagesAndLabels(Dataset):
         if self.augment:
             hyp = self.hyp
             im, labels = random_perspective(im, labels, degrees=hyp['degrees'], translate=hyp['translate'],
-                                            scale=hyp['scale'], shear=hyp['shear'], perspective=hyp['perspective'])
+                                            scale=hyp['scale'], shear=hyp['shear'], perspective=hyp['perspective'],
+                                            rng=rng)
         return im, labels, shapes
 
-    def _color_and_flips(self, im, labels):
+    def _color_and_flips(self, im, labels, rng):
         """HSV jitter and random up-down / left-right flips (labels normalised xywh)."""
         hyp = self.hyp
-        augment_hsv(im, hgain=hyp['hsv_h'], sgain=hyp['hsv_s'], vgain=hyp['hsv_v'])
-        if random.random() < hyp['flipud']:
+        augment_hsv(im, hgain=hyp['hsv_h'], sgain=hyp['hsv_s'], vgain=hyp['hsv_v'], rng=rng)
+        if rng.random() < hyp['flipud']:
             im = np.flipud(im)
             labels[:, 2] = 1 - labels[:, 2]
-        if random.random() < hyp['fliplr']:
+        if rng.random() < hyp['fliplr']:
             im = np.fliplr(im)
             labels[:, 1] = 1 - labels[:, 1]
         return im, labels
 
-    def load_mosaic(self, index):
+    def load_mosaic(self, index, rng):
         """4 images tiled around a random centre on a 2*img_size canvas, then warped back to img_size."""
         s = self.img_size
-        yc, xc = (int(random.uniform(-b, 2 * s + b)) for b in self.mosaic_border)  # centre in [s/2, 3s/2]
-        indices = [index] + random.choices(self.indices, k=3)
-        random.shuffle(indices)
+        yc, xc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)  # centre in [s/2, 3s/2]
+        indices = [index] + [self.indices[j] for j in rng.integers(len(self.indices), size=3)]
+        indices = [indices[j] for j in rng.permutation(4)]
         canvas = np.full((s * 2, s * 2, 3), 114, dtype=np.uint8)
         labels4 = []
         for i, idx in enumerate(indices):  # quadrants: top-left, top-right, bottom-left, bottom-right
@@ -424,7 +432,7 @@ class LoadImagesAndLabels(Dataset):
         hyp = self.hyp
         return random_perspective(canvas, labels4, degrees=hyp['degrees'], translate=hyp['translate'],
                                   scale=hyp['scale'], shear=hyp['shear'], perspective=hyp['perspective'],
-                                  border=self.mosaic_border)
+                                  border=self.mosaic_border, rng=rng)
 
     @staticmethod
     def collate_fn(batch):
@@ -433,13 +441,6 @@ class LoadImagesAndLabels(Dataset):
         for i, lb in enumerate(labels):
             lb[:, 0] = i
         return torch.stack(im, 0), torch.cat(labels, 0), paths, shapes
-
-
-def seed_worker(worker_id):
-    """Seed numpy and random in each dataloader worker from torch's per-worker seed."""
-    worker_seed = torch.initial_seed() % 2 ** 32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
 
 
 @contextmanager
@@ -464,13 +465,11 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
                                       stride=int(stride), pad=pad, prefix=prefix)
     batch_size = min(batch_size, len(dataset))
     nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
-    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
-                        sampler=sampler, pin_memory=torch.cuda.is_available(), collate_fn=dataset.collate_fn,
-                        worker_init_fn=seed_worker, generator=generator,
-                        persistent_workers=nw > 0 and not image_weights)  # image_weights: workers see new indices
+    dataset.seed = seed
+    sampler = epoch_sampler(dataset, rank, shuffle, seed)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=nw, sampler=sampler,
+                        pin_memory=torch.cuda.is_available(), collate_fn=dataset.collate_fn,
+                        persistent_workers=nw > 0 and not augment)  # augment: workers must see each new epoch
     return loader, dataset
 
 
@@ -481,3 +480,16 @@ def check_label_classes(dataset, nc, data=''):
             c = int(lb[:, 0].max())
             raise ValueError(f'{lb_file}: class {c} >= nc={nc}{f" of {data}" if data else ""}: '
                              f'class ids must be 0-{nc - 1}; fix the label file or raise nc (and names) in the data yaml')
+
+
+def epoch_sampler(dataset, rank, shuffle, seed):
+    """Batch order as a function of (seed, epoch) via set_epoch, one shard per DDP rank (a single one without DDP)."""
+    if rank == -1:
+        return DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
+    return DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+
+
+def set_loader_epoch(loader, epoch):
+    """Key the batch order and every sample's augmentation to this epoch."""
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)

@@ -103,7 +103,7 @@ def strip_optimizer(f):
     x = load_checkpoint(f)
     if x.get("ema"):
         x["model"] = x["ema"]
-    for k in ("optimizer", "best_fitness", "wandb_id", "ema", "updates"):
+    for k in ("optimizer", "best_fitness", "wandb_id", "ema", "updates", "exact"):
         x[k] = None
     x["epoch"] = -1
     x["model"].half()
@@ -174,8 +174,8 @@ def warmup_values(ni, nw, hyp, initial_lrs, lf_epoch):
 
 
 def multi_scale_size(imgsz, gs, rng):
-    """A random training size in [0.5, 1.5] x imgsz, a multiple of the grid stride."""
-    return int(rng.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs)) // gs * gs
+    """A random training size in [0.5, 1.5] x imgsz, a multiple of the grid stride (rng: a numpy Generator)."""
+    return int(rng.integers(int(imgsz * 0.5), int(imgsz * 1.5) + gs)) // gs * gs
 
 
 def scaled_shape(shape, sz, gs):

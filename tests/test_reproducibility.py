@@ -1,0 +1,76 @@
+"""Same command + same --seed = same results.csv, whatever --workers, and a resumed run equals an uninterrupted one."""
+import shutil
+
+import numpy as np
+import torch
+import yaml
+
+import train
+from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.datasets import create_dataloader, set_loader_epoch
+from utils.general import check_yaml
+from utils.reproducibility import AUGMENT, seeded_rng
+from utils.train_utils import multi_scale_size
+
+HYP = check_yaml("data/hyps/hyp.scratch-low.yaml")
+
+
+def _train(data, project, name, *extra):
+    args = ["--data", str(data), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64", "--batch-size", "4",
+            "--project", str(project), "--name", name, "--noautoanchor", "--seed", "3", *extra]
+    train.main(train.parse_opt(args))
+    return project / name
+
+
+def _hyp():
+    with open(HYP) as f:
+        return yaml.safe_load(f)
+
+
+def _epoch_batches(loader, epoch):
+    set_loader_epoch(loader, epoch)
+    return [(im.clone(), t.clone(), p) for im, t, p, _ in loader]
+
+
+def test_seeded_rng_is_a_pure_function_of_its_keys():
+    a = seeded_rng(3, AUGMENT, 1, 5).random(4)
+    assert np.array_equal(a, seeded_rng(3, AUGMENT, 1, 5).random(4))
+    for keys in [(4, AUGMENT, 1, 5), (3, AUGMENT, 2, 5), (3, AUGMENT, 1, 6), (3, AUGMENT + 1, 1, 5)]:
+        assert not np.array_equal(a, seeded_rng(*keys).random(4))
+    assert 32 <= multi_scale_size(64, 32, seeded_rng(0, 1, 7)) <= 96
+
+
+def test_loader_batches_do_not_depend_on_workers(tiny_data):
+    path = str(tiny_data.parent / "shapes" / "images" / "train")
+    runs = []
+    for workers in (0, 2):
+        loader, _ = create_dataloader(path, 64, 3, 32, hyp=_hyp(), augment=True, shuffle=True, workers=workers,
+                                      seed=5)
+        runs.append([_epoch_batches(loader, e) for e in (0, 1)])
+    (a0, a1), (b0, b1) = runs
+    for x, y in zip(a0 + a1, b0 + b1):
+        assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2] == y[2]
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(a0, a1)), "each epoch must draw new augmentations"
+
+
+def test_results_identical_for_workers_0_2_3(tiny_data, tmp_path):
+    csvs = [(_train(tiny_data, tmp_path, f"w{w}", "--epochs", "2", "--workers", str(w)) / "results.csv").read_text()
+            for w in (0, 2, 3)]
+    assert len(csvs[0].splitlines()) == 3
+    assert csvs[0] == csvs[1] == csvs[2]
+
+
+def test_resumed_run_equals_uninterrupted(tiny_data, tmp_path):
+    full = _train(tiny_data, tmp_path, "full", "--epochs", "3", "--workers", "0", "--save-period", "1")
+    stopped = tmp_path / "stopped"  # the state of the run had it stopped after epoch 1
+    (stopped / "weights").mkdir(parents=True)
+    shutil.copy(full / "hyp.yaml", stopped / "hyp.yaml")
+    opt = yaml.safe_load((full / "opt.yaml").read_text())
+    (stopped / "opt.yaml").write_text(yaml.safe_dump({**opt, "save_dir": str(stopped), "workers": 2}))
+    rows = (full / "results.csv").read_text().splitlines(keepends=True)
+    (stopped / "results.csv").write_text("".join(rows[:3]))
+    ckpt = load_checkpoint(full / "weights" / "epoch1.pt")
+    assert ckpt["epoch"] == 1 and ckpt["exact"]["last_opt_step"] >= 0
+    save_checkpoint(ckpt, stopped / "weights" / "last.pt")
+    train.main(train.parse_opt(["--resume", str(stopped / "weights" / "last.pt")]))
+    assert (stopped / "results.csv").read_text() == (full / "results.csv").read_text()
