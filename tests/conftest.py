@@ -1,5 +1,6 @@
 """Shared pytest fixtures: the test data (tests/data, a copy of what the tests need from ../shared) and a
 deterministic, single-threaded torch."""
+
 import logging
 import sys
 from contextlib import contextmanager
@@ -44,8 +45,17 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     make_shapes(root / "shapes", n_train=8, n_val=4, seed=1)
     path = root / "shapes.yaml"
-    path.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-                                    "nc": 4, "names": ["circle", "square", "triangle", "cross"]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(root / "shapes"),
+                "train": "images/train",
+                "val": "images/val",
+                "nc": 4,
+                "names": ["circle", "square", "triangle", "cross"],
+            }
+        )
+    )
     return path
 
 
