@@ -9,6 +9,7 @@ models/registry.py runs; conv replacements (SCConv, SplitAttn, DynamicConv) run 
 is the extra CUDA memory allocated on a GPU, or on CPU the extra peak resident memory of a forked process that runs
 only that block (Linux).
 """
+
 import argparse
 import multiprocessing as mp
 import os
@@ -23,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.registry import Channels, entries  # noqa: E402
 from models.config import SCALES  # noqa: E402
+from models.registry import Channels, entries  # noqa: E402
 from utils.general import make_divisible  # noqa: E402
 
 LEVELS = (("P3", 8, 256), ("P4", 16, 512), ("P5", 32, 1024))
@@ -140,8 +141,10 @@ def main(argv=None):
     if torch.device(opt.device).type == "cpu" and not sys.platform.startswith("linux"):
         sys.exit("attention_speed.py: CPU memory is measured with fork and /proc (Linux only); use --device cuda")
     channels = [make_divisible(c * SCALES[opt.scale][1], 8) for _, _, c in LEVELS]
-    print(f"img {opt.img}, scale {opt.scale} (channels {channels}), batch {opt.batch_size}, device {opt.device}, "
-          f"{opt.runs} runs, torch {torch.__version__}\n")
+    print(
+        f"img {opt.img}, scale {opt.scale} (channels {channels}), batch {opt.batch_size}, device {opt.device}, "
+        f"{opt.runs} runs, torch {torch.__version__}\n"
+    )
     print(run(opt))
 
 

@@ -1,4 +1,5 @@
-"""YOLOv5 v6.1 building blocks; every registered block is importable from here too (`from models.common import SOCA`)."""
+"""YOLOv5 v6.1 building blocks; every registered block is importable from here (`from models.common import SOCA`)."""
+
 import math
 
 import torch

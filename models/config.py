@@ -1,4 +1,5 @@
 """Model yaml loading: file lookup, size-letter variants (yolov5s_SOCA.yaml) and structural validation."""
+
 import re
 from pathlib import Path
 

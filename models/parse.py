@@ -1,4 +1,5 @@
 """parse_model: turn a validated model dict into nn.Sequential layers, driven by `models.registry`."""
+
 import difflib
 import inspect
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ A class joins with `@register("SE", "SElayer", channels=Channels.KEEP)`: its yam
 by which `parse_model` feeds it channels. This module knows no block; everything else (parse_model, the
 `models.common` re-exports, tests, benchmarks, the README zoo table) reads `REGISTRY`.
 """
+
 from dataclasses import dataclass
 from enum import Enum
 

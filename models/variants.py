@@ -8,11 +8,11 @@ A variant either inserts its block after a base layer (every reader of that laye
 after the last head C3 feeds Detect) or replaces the module of some base layers, keeping their arguments. `from`
 indices and the `# i` layer comments are renumbered by code.
 """
+
 import argparse
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
@@ -67,7 +67,8 @@ def changed_layers(v):
 
 
 def _new_from(f, i, v):
-    """Base row i's `from` in the variant: indices from `after` on shift by one, so readers of `after` read the block."""
+    """Base row i's `from` in the variant: indices from `after` on shift by one (readers of `after` read the block)."""
+
     def one(j):
         if v.after is None or j == -1:
             return j

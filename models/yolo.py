@@ -2,6 +2,7 @@
 
 Usage: python models/yolo.py --cfg yolov5s.yaml [--img 640] [--verbose]
 """
+
 import argparse
 import math
 import sys

@@ -1,42 +1,38 @@
-"""Shared pytest fixtures: paths to ../shared and a deterministic, single-threaded torch."""
-from contextlib import contextmanager
-from pathlib import Path
+"""Shared pytest fixtures: the test data (tests/data, a copy of what the tests need from ../shared) and a
+deterministic, single-threaded torch."""
+
 import logging
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = ROOT / "tests" / "data"  # mirrors the layout of ../shared; tests/data/README.md says where each file came from
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 torch.set_num_threads(1)
 
 
-def _need(path):
-    if not path.exists():
-        pytest.skip(f"{path} is absent: this test needs the read-only ../shared folder beside the repo")
-    return path
-
-
 @pytest.fixture
 def shared():
-    """The ../shared folder (skips the test when it is absent)."""
-    return _need(SHARED)
+    """tests/data: the parts of ../shared the tests read (reference/, data/raccoon, images/, seeds/yamls)."""
+    return SHARED
 
 
 @pytest.fixture
 def reference():
-    """../shared/reference with the YOLOv5 v6.1 oracle files."""
-    return _need(SHARED / "reference")
+    """The YOLOv5 v6.1 oracle files (tests/data/reference)."""
+    return SHARED / "reference"
 
 
 @pytest.fixture
 def ref_weights():
     """The real YOLOv5 v6.1 raccoon checkpoint."""
-    return _need(SHARED / "reference" / "raccoon_yolov5n_best.pt")
+    return SHARED / "reference" / "raccoon_yolov5n_best.pt"
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +45,17 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     make_shapes(root / "shapes", n_train=8, n_val=4, seed=1)
     path = root / "shapes.yaml"
-    path.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-                                    "nc": 4, "names": ["circle", "square", "triangle", "cross"]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(root / "shapes"),
+                "train": "images/train",
+                "val": "images/val",
+                "nc": 4,
+                "names": ["circle", "square", "triangle", "cross"],
+            }
+        )
+    )
     return path
 
 

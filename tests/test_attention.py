@@ -1,4 +1,5 @@
 """Block-level tests of models/attention: shapes, dtypes, batch independence, ONNX, and each block's math."""
+
 import copy
 import inspect
 import math
@@ -13,9 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import models.attention as att
-from models.registry import Channels, entries
 from models.attention.channel import eca_kernel_size
 from models.attention.soca import centre_crop, centred_covariance, newton_schulz_sqrt
+from models.registry import Channels, entries
 
 C = 16
 ENTRIES = {e.name: e for e in entries(attention=True)}  # the registry is the list of blocks
@@ -115,8 +116,16 @@ def onnx_matches(m, path, dynamo):
     kw = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "batch"}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.randn(2, C, 20, 13),), str(path), opset_version=17, dynamo=dynamo,
-                          input_names=["x"], output_names=["y"], **kw)
+        torch.onnx.export(
+            m,
+            (torch.randn(2, C, 20, 13),),
+            str(path),
+            opset_version=17,
+            dynamo=dynamo,
+            input_names=["x"],
+            output_names=["y"],
+            **kw,
+        )
     x = torch.randn(3, C, 20, 13)
     y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
@@ -387,7 +396,8 @@ def test_cbam_equals_official_code_with_batchnorm():
     fc1, fc2 = m.mlp[0], m.mlp[2]
 
     def mlp(v):  # Flatten, Linear, ReLU, Linear
-        return F.linear(F.relu(F.linear(v.flatten(1), fc1.weight.flatten(1), fc1.bias)), fc2.weight.flatten(1), fc2.bias)
+        hidden = F.relu(F.linear(v.flatten(1), fc1.weight.flatten(1), fc1.bias))
+        return F.linear(hidden, fc2.weight.flatten(1), fc2.bias)
 
     x1 = x * torch.sigmoid(mlp(F.avg_pool2d(x, x.shape[2:])) + mlp(F.max_pool2d(x, x.shape[2:])))[..., None, None]
     pooled = torch.cat((torch.max(x1, 1)[0].unsqueeze(1), torch.mean(x1, 1).unsqueeze(1)), 1)  # ChannelPool

@@ -1,10 +1,11 @@
 """Model core: v6.1 summaries and state_dicts, checkpoint equivalence, safe loading, yaml errors."""
+
 import json
 import os
 import pickle
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ REF_MODELS = SHARED / "reference" / "yolov5_v6.1_models.json"
 SIZES = ["yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def built(name):
     """(model, log lines) for a v6.1 size, built once per session."""
     with captured_log() as lines:
@@ -31,8 +32,6 @@ def built(name):
 
 @pytest.fixture(scope="module")
 def ref_models():
-    if not REF_MODELS.exists():
-        pytest.skip(f"{REF_MODELS} is absent: needs ../shared")
     return json.loads(REF_MODELS.read_text())
 
 
@@ -144,11 +143,15 @@ def _write_yaml(tmp_path, text, name="bad.yaml"):
 
 BAD_YAMLS = {
     "unknown module": (lambda b: b.replace("SPPF, [1024, 5]", "SPPFF, [1024, 5]"), "layer 9 SPPFF.*unknown module"),
-    "wrong arg count": (lambda b: b.replace("Conv, [128, 3, 2]]", "Conv, [128, 3, 2, 1, 1, 1, 1]]"),
-                        "layer 1 Conv.*wrong number of arguments"),
+    "wrong arg count": (
+        lambda b: b.replace("Conv, [128, 3, 2]]", "Conv, [128, 3, 2, 1, 1, 1, 1]]"),
+        "layer 1 Conv.*wrong number of arguments",
+    ),
     "wrong arg type": (lambda b: b.replace("Conv, [128, 3, 2]]", "Conv, ['wide', 3, 2]]"), "layer 1 Conv.*c2"),
-    "from out of range": (lambda b: b.replace("[[-1, 6], 1, Concat", "[[-1, 30], 1, Concat"),
-                          "layer 12 Concat.*'from' index 30 out of range"),
+    "from out of range": (
+        lambda b: b.replace("[[-1, 6], 1, Concat", "[[-1, 30], 1, Concat"),
+        "layer 12 Concat.*'from' index 30 out of range",
+    ),
     "missing head": (lambda b: b.split("# head")[0], "missing required key.*head"),
     "missing nc": (lambda b: b.replace("nc: 80", ""), "missing required key.*nc"),
     "malformed anchors": (lambda b: b.replace("[10,13, 16,30, 33,23]", "[10,13, 16,30, 33]"), "malformed anchors"),
@@ -187,12 +190,14 @@ def test_nc_override_and_forward_shapes():
 
 
 def test_cli_prints_summary_and_fails_cleanly(tmp_path):
-    ok = subprocess.run([sys.executable, "models/yolo.py", "--cfg", "yolov5n.yaml"], cwd=ROOT,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "models/yolo.py", "--cfg", "yolov5n.yaml"], cwd=ROOT, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "Model Summary: 270 layers, 1872157 parameters" in ok.stdout
     bad = _write_yaml(tmp_path, BAD_YAMLS["unknown module"][0])
-    fail = subprocess.run([sys.executable, "models/yolo.py", "--cfg", str(bad)], cwd=ROOT,
-                          capture_output=True, text=True)
+    fail = subprocess.run(
+        [sys.executable, "models/yolo.py", "--cfg", str(bad)], cwd=ROOT, capture_output=True, text=True
+    )
     assert fail.returncode == 1 and "Traceback" not in fail.stdout + fail.stderr
     assert "bad.yaml: layer 9 SPPFF" in fail.stdout + fail.stderr
 
@@ -248,8 +253,11 @@ def _imports(path, package_root):
 
 
 def test_import_graph_has_no_cycles_and_no_late_imports():
-    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-             for d in ("models", "utils") for p in (ROOT / d).rglob("*.py")}
+    files = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for d in ("models", "utils")
+        for p in (ROOT / d).rglob("*.py")
+    }
     graph, late = {}, {}
     for mod, path in files.items():
         top, inner = _imports(path, {"models", "utils"})
@@ -260,7 +268,7 @@ def test_import_graph_has_no_cycles_and_no_late_imports():
     done, stack = set(), []
 
     def visit(m):
-        assert m not in stack, f"import cycle: {' -> '.join(stack[stack.index(m):] + [m])}"
+        assert m not in stack, f"import cycle: {' -> '.join(stack[stack.index(m) :] + [m])}"
         if m not in done:
             stack.append(m)
             for n in sorted(graph[m]):

@@ -1,16 +1,38 @@
-"""Tests for utils/plots.py and the curve plots of utils/metrics.py: annotation geometry, batch mosaics, label/result/curve/evolve plots."""
+"""Tests for utils/plots.py and utils/metrics.py's curve plots: annotation, mosaics, label/result/curve/evolve plots."""
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from utils.metrics import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
-from utils.plots import (Annotator, colors, output_to_target, plot_evolve, plot_images,
-                         plot_labels, plot_results, save_one_box)
+from utils.plots import (
+    Annotator,
+    colors,
+    output_to_target,
+    plot_evolve,
+    plot_images,
+    plot_labels,
+    plot_results,
+    save_one_box,
+)
 
-RESULTS_HEADER = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
-                  "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss",
-                  "val/cls_loss", "x/lr0", "x/lr1", "x/lr2"]
+RESULTS_HEADER = [
+    "epoch",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+]
 
 
 def _image_shape(path):
@@ -63,8 +85,11 @@ def test_box_label_above_box_when_room_and_clamped_at_right_edge():
 
 
 def test_output_to_target_shapes_and_values():
-    out = [torch.tensor([[10.0, 20.0, 30.0, 60.0, 0.9, 2.0], [0.0, 0.0, 4.0, 4.0, 0.5, 0.0]]), torch.zeros(0, 6),
-           torch.tensor([[1.0, 1.0, 3.0, 5.0, 0.7, 1.0]])]
+    out = [
+        torch.tensor([[10.0, 20.0, 30.0, 60.0, 0.9, 2.0], [0.0, 0.0, 4.0, 4.0, 0.5, 0.0]]),
+        torch.zeros(0, 6),
+        torch.tensor([[1.0, 1.0, 3.0, 5.0, 0.7, 1.0]]),
+    ]
     t = output_to_target(out)
     assert t.shape == (3, 7)
     np.testing.assert_allclose(t[0], [0, 2, 20, 40, 20, 40, 0.9], rtol=1e-6)
@@ -76,8 +101,13 @@ def test_plot_images_mosaic_shape_and_input_forms(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.random((4, 3, 64, 96), dtype=np.float32)
     targets = np.array([[0, 1, 0.5, 0.5, 0.2, 0.3], [3, 0, 0.9, 0.9, 0.4, 0.2]], np.float32)
-    a = plot_images(torch.from_numpy(images), torch.from_numpy(targets), paths=["x/a.jpg"] * 4,
-                    fname=tmp_path / "a.jpg", names=["cat", "dog"])
+    a = plot_images(
+        torch.from_numpy(images),
+        torch.from_numpy(targets),
+        paths=["x/a.jpg"] * 4,
+        fname=tmp_path / "a.jpg",
+        names=["cat", "dog"],
+    )
     assert _image_shape(tmp_path / "a.jpg") == (128, 192, 3)
     b = plot_images(images * 255, targets, paths=["x/a.jpg"] * 4, fname=tmp_path / "b.jpg", names=["cat", "dog"])
     pixel = targets.copy()
@@ -159,8 +189,18 @@ def test_save_one_box_crops_and_increments(tmp_path):
 
 
 def test_plot_evolve(tmp_path):
-    keys = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
-            "val/obj_loss", "val/cls_loss", "lr0", "momentum", "box"]
+    keys = [
+        "metrics/precision",
+        "metrics/recall",
+        "metrics/mAP_0.5",
+        "metrics/mAP_0.5:0.95",
+        "val/box_loss",
+        "val/obj_loss",
+        "val/cls_loss",
+        "lr0",
+        "momentum",
+        "box",
+    ]
     rng = np.random.default_rng(0)
     rows = [",".join(f"{k:>20s}" for k in keys)] + [",".join(f"{v:>20.5g}" for v in rng.random(10)) for _ in range(6)]
     (tmp_path / "evolve.csv").write_text("\n".join(rows) + "\n")

@@ -10,7 +10,7 @@ import pytest
 import val
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = ROOT / "tests" / "data"  # the copy of ../shared the tests need (tests/data/README.md)
 WEIGHTS = SHARED / "reference" / "raccoon_yolov5n_best.pt"
 DATA = SHARED / "data" / "raccoon.yaml"
 VAL_DIR = SHARED / "data" / "raccoon" / "images" / "val"

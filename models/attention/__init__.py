@@ -1,4 +1,5 @@
 """Attention blocks, one file per family; each registers itself (models.registry) and is importable from here."""
+
 from models.attention import channel, conv, global_context, soca, spatial  # noqa: F401  (registers the blocks)
 from models.registry import entries
 

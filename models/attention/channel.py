@@ -1,4 +1,5 @@
 """First-order channel attention: SE and ECA. Both keep channels: (B, C, H, W) -> (B, C, H, W)."""
+
 import math
 
 import torch.nn as nn

@@ -4,6 +4,7 @@ The conv replacements take `Conv`'s arguments (c1, c2, k, s, ...) and map (B, c1
 ceil(W / s)) for odd kernels. Their attention MLPs act on pooled (B, C, 1, 1) vectors and carry no BatchNorm (the
 papers put one there), because BatchNorm over one value per channel cannot train at batch size 1.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -78,8 +79,7 @@ class SplitAttn(nn.Module):
 
     def __init__(self, c1, c2, k=3, s=1, g=1, radix=2, reduction=4, min_channels=32):
         super().__init__()
-        ints = {"c1": c1, "c2": c2, "k": k, "s": s, "g": g, "radix": radix, "reduction": reduction,
-                "min_channels": min_channels}
+        ints = dict(c1=c1, c2=c2, k=k, s=s, g=g, radix=radix, reduction=reduction, min_channels=min_channels)
         divisible = [("c1", c1, "g * radix", g * radix), ("c2", c2, "cardinality g", g)]
         check_args(self, ints=ints, divisible=divisible)
         self.c2, self.g, self.radix = c2, g, radix
@@ -108,17 +108,20 @@ class DynamicConv(nn.Module):
     calls `epoch_update(epoch, epochs)` each epoch. The seed defines an update that nothing calls.
     """
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True, K=4, reduction=4, min_channels=1, temperature=30,
-                 temp_epochs=10):
+    def __init__(
+        self, c1, c2, k=1, s=1, p=None, g=1, act=True, K=4, reduction=4, min_channels=1, temperature=30, temp_epochs=10
+    ):
         super().__init__()
-        ints = {"c1": c1, "c2": c2, "k": k, "s": s, "g": g, "K": K, "reduction": reduction,
-                "min_channels": min_channels, "temp_epochs": temp_epochs}
+        ints = dict(
+            c1=c1, c2=c2, k=k, s=s, g=g, K=K, reduction=reduction, min_channels=min_channels, temp_epochs=temp_epochs
+        )
         divisible = [("c1", c1, "groups g", g), ("c2", c2, "groups g", g)]
         check_args(self, ints=ints, numbers={"temperature": temperature}, divisible=divisible)
         self.c1, self.c2, self.k, self.s, self.p, self.g, self.K = c1, c2, k, s, autopad(k, p), g, K
         self.t0, self.temp_epochs = float(temperature), temp_epochs
         self.temperature = float(temperature)  # a plain float: survives pickling, deepcopy and .half()
-        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), excite_mlp(c1, reduced_channels(c1, reduction, min_channels), K))
+        c_ = reduced_channels(c1, reduction, min_channels)
+        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), excite_mlp(c1, c_, K))
         self.weight = nn.Parameter(torch.empty(K, c2, c1 // g, k, k))
         for w in self.weight:
             nn.init.kaiming_uniform_(w, a=5**0.5)  # each kernel initialised like an nn.Conv2d weight

@@ -1,4 +1,5 @@
 """Global-context attention: the double attention block of A^2-Nets. Keeps the shape (B, C, H, W)."""
+
 import torch
 import torch.nn as nn
 

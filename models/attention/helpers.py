@@ -4,6 +4,7 @@ The constructor contract: a channel-keeping block is `Block(c1, c2, reduction=..
 ...)` with the reduced width `max(c1 // reduction, min_channels)`; a conv replacement is `Block(c1, c2, k, s, ...)`
 like `Conv`.
 """
+
 import math
 
 import torch.nn as nn

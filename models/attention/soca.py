@@ -1,4 +1,5 @@
 """Second-order channel attention (SOCA): covariance pooling with a Newton-Schulz matrix square root."""
+
 from contextlib import nullcontext
 
 import torch

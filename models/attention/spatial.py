@@ -2,6 +2,7 @@
 
 All keep the shape: (B, C, H, W) -> (B, C, H, W).
 """
+
 import torch
 import torch.nn as nn
 
@@ -57,8 +58,13 @@ class SGE(nn.Module):
 
     def __init__(self, c1, c2, groups=8, gate="sigmoid", eps=1e-5):
         super().__init__()
-        check_args(self, keep=(c1, c2), ints={"groups": groups}, numbers={"eps": eps},
-                   divisible=[("channels", c1, "groups", groups)])
+        check_args(
+            self,
+            keep=(c1, c2),
+            ints={"groups": groups},
+            numbers={"eps": eps},
+            divisible=[("channels", c1, "groups", groups)],
+        )
         self.groups, self.eps = groups, eps
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))  # gamma = 0, beta = 1: uniform start
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
