@@ -17,6 +17,7 @@ _TORCH_REBUILDERS = {
 _PLAIN = {
     ("collections", "OrderedDict"), ("builtins", "set"), ("__builtin__", "set"), ("builtins", "frozenset"),
     ("builtins", "slice"), ("torch", "Size"), ("torch", "device"), ("torch.storage", "UntypedStorage"),
+    ("builtins", "range"), ("__builtin__", "xrange"),  # v6.1's Sum keeps a range
     ("torch.storage", "TypedStorage"), ("torch.storage", "_load_from_bytes"),
     ("_codecs", "encode"),  # bytes of numpy scalars (e.g. an np.float64 lr in optimizer state) under protocol 2
 }
