@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.config import MODELS_DIR, ModelConfigError, resolve_cfg
+from models.config import MODELS_DIR, ModelConfigError, _read_yaml, load_model_yaml, resolve_cfg
+from models.variants import variant_on_base
 from models.yolo import Model
 
 from conftest import captured_log
@@ -68,16 +69,12 @@ END_OF_BACKBONE = {"CBAM", "CoordAtt", "ECA", "SCConv", "SE", "SGE", "SK", "SimA
 
 
 def _yaml(name):
-    from models.config import _read_yaml
-
     path = resolve_cfg(name)[0]
     return _read_yaml(path, path.name)
 
 
 @pytest.mark.parametrize("size", ["l", "s"])
 def test_replaying_each_variant_on_its_own_layout_gives_the_variant_yaml(size):
-    from models.variants import variant_on_base
-
     layout = _yaml("yolov5l.yaml")
     for v in VARIANTS:
         variant = _yaml(f"yolov5_{v}.yaml")
@@ -110,8 +107,6 @@ def test_output_level_blocks_follow_detects_last_input():
 
 
 def test_every_variant_on_every_hub_base_builds_or_says_why():
-    from models.config import load_model_yaml
-
     failed = {}
     for base in sorted(HUB):
         for v in VARIANTS:
