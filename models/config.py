@@ -1,9 +1,10 @@
-"""Model yaml loading: file lookup, size-letter variants (yolov5s_SOCA.yaml) and structural validation."""
-
+"""Model yaml loading: file lookup (models/, models/hub/), variants on any base (yolov5s6_SE.yaml), validation."""
 import re
 from pathlib import Path
 
 import yaml
+
+from models.rebase import VARIANT_LAYOUT, VariantError, variant_on_base
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -22,14 +23,39 @@ def load_model_yaml(cfg):
         d = dict(cfg)
         name = d.get("yaml_file", "model dict")
     else:
-        path, scale = resolve_cfg(cfg)
         name = Path(cfg).name
-        d = _read_yaml(path, name)
-        if scale:
-            d["depth_multiple"], d["width_multiple"] = SCALES[scale]
+        d = _load_named(cfg, name)
         d["yaml_file"] = name
     validate_model_dict(d, name)
     return d, name
+
+
+def _load_named(cfg, name):
+    try:
+        path, scale = resolve_cfg(cfg)
+    except FileNotFoundError:
+        d = _variant_on_other_base(cfg, name)
+        if d is None:
+            raise
+        return d
+    d = _read_yaml(path, name)
+    if scale:
+        d["depth_multiple"], d["width_multiple"] = SCALES[scale]
+    return d
+
+
+def _variant_on_other_base(cfg, name):
+    """'yolov5s6_SE.yaml': the edits of models/yolov5_SE.yaml replayed on yolov5s6.yaml; None if no such pair."""
+    m = re.fullmatch(r"(.+)_([^_]+)(\.ya?ml)", name)
+    base = m and _find(Path(cfg).with_name(m.group(1) + m.group(3)))
+    variant = m and _find(Path(f"yolov5_{m.group(2)}{m.group(3)}"))
+    if not (base and variant):
+        return None
+    layout = _read_yaml(MODELS_DIR / VARIANT_LAYOUT, VARIANT_LAYOUT)
+    try:
+        return variant_on_base(layout, _read_yaml(variant, variant.name), _read_yaml(base, base.name), base.name)
+    except VariantError as e:
+        raise ModelConfigError(f"{name}: cannot put the {variant.name} block(s) on {base.name}: {e}") from None
 
 
 def resolve_cfg(cfg):

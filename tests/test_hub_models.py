@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.config import MODELS_DIR, resolve_cfg
+from models.config import MODELS_DIR, ModelConfigError, _read_yaml, load_model_yaml, resolve_cfg
+from models.rebase import variant_on_base
 from models.yolo import Model
 
 from conftest import captured_log
@@ -61,3 +62,71 @@ def test_autoanchor_configs_start_from_placeholder_anchors():
     assert detect.nl == 2 and detect.na == 3
     pixels = detect.anchors * detect.stride.view(-1, 1, 1)
     assert torch.equal(pixels[0].flatten(), torch.arange(6.0))  # `anchors: 3` -> [0..5] per level, as v6.1
+
+
+VARIANTS = sorted(p.stem.split("_", 1)[1] for p in MODELS_DIR.glob("yolov5_*.yaml"))
+END_OF_BACKBONE = {"CBAM", "CoordAtt", "ECA", "SCConv", "SE", "SGE", "SK", "SimAM", "SplitAttn", "scSE"}
+
+
+def _yaml(name):
+    path = resolve_cfg(name)[0]
+    return _read_yaml(path, path.name)
+
+
+@pytest.mark.parametrize("size", ["l", "s"])
+def test_replaying_each_variant_on_its_own_layout_gives_the_variant_yaml(size):
+    layout = _yaml("yolov5l.yaml")
+    for v in VARIANTS:
+        variant = _yaml(f"yolov5_{v}.yaml")
+        d = variant_on_base(layout, variant, _yaml(f"yolov5{size}.yaml"))
+        assert (d["backbone"], d["head"]) == (variant["backbone"], variant["head"]), v
+
+
+def test_variant_on_p6_base_is_the_p6_model_plus_the_block():
+    with captured_log() as lines:
+        model = Model("yolov5s6_SE.yaml").eval()
+    se = model.model[11]
+    assert se.type == "models.attention.channel.SE" and model.model[12].type == "models.common.SPPF"
+    added = sum(p.numel() for p in se.parameters())
+    assert added > 0 and sum(p.numel() for p in model.parameters()) == HUB["yolov5s6"]["n_params"] + added
+    assert model.stride.tolist() == HUB["yolov5s6"]["stride"]
+    assert model.model[-1].f == [24, 27, 30, 33]
+    with torch.no_grad():
+        assert list(model(torch.zeros(1, 3, 256, 256))[0].shape) == HUB["yolov5s6"]["output_shape_256"]
+    n_params = HUB["yolov5s6"]["n_params"] + added
+    assert [ln for ln in lines if ln.startswith("Model Summary")][0].startswith(
+        f"Model Summary: {355 + len(list(se.modules()))} layers, {n_params} parameters")
+
+
+def test_output_level_blocks_follow_detects_last_input():
+    model = Model("yolov3-tiny_SOCA.yaml")  # v3-tiny lists P4 then P5: SOCA goes on P5 (row 15), not row 19
+    assert model.model[16].type == "models.attention.soca.SOCA" and model.model[-1].f == [20, 16]
+    assert model.model[17].f == 14  # yolov3-tiny's `-2` still reads the P5 1x1 conv
+    dyn = Model("yolov5n6_dynamic.yaml")  # every 1x1 top-down head Conv, as in yolov5_dynamic.yaml
+    assert [m.i for m in dyn.model if m.type.endswith("DynamicConv")] == [12, 16, 20]
+
+
+def test_every_variant_on_every_hub_base_builds_or_says_why():
+    failed = {}
+    for base in sorted(HUB):
+        for v in VARIANTS:
+            try:
+                load_model_yaml(f"{base}_{v}.yaml")
+            except ModelConfigError as e:
+                failed[(base, v)] = str(e)
+    v3 = {b for b in HUB if b.startswith("yolov3")}
+    expected = {(b, v) for b in v3 for v in END_OF_BACKBONE | {"DoubleAttention"}}
+    expected |= {("yolov5s-ghost", "DoubleAttention"), ("yolov5s-ghost", "dynamic")}
+    assert set(failed) == expected
+    assert failed[("yolov3", "SE")] == ("yolov3_SE.yaml: cannot put the yolov5_SE.yaml block(s) on yolov3.yaml: "
+                                        "yolov3.yaml lacks the backbone's last SPPF, which the block goes before")
+    assert "has no Conv layer with arguments [c2, 1, 1] in its head" in failed[("yolov5s-ghost", "dynamic")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_builds_and_runs_on_yolov5n6(variant):
+    model = Model(f"yolov5n6_{variant}.yaml").eval()
+    assert model.stride.tolist() == [8.0, 16.0, 32.0, 64.0]
+    with torch.no_grad():
+        assert list(model(torch.zeros(1, 3, 256, 256))[0].shape) == [1, 4080, 85]

@@ -82,7 +82,7 @@ def _numpy_scalar_globals():
 
 def checkpoint_safe_globals():
     """The safe_globals list for a YOLOv5 checkpoint: guarded module classes (project and torch.nn) and numpy."""
-    entries = _numpy_scalar_globals()
+    entries = _numpy_scalar_globals() + [(range, "builtins.range")]  # v6.1's Sum keeps a range; calling it is safe
     for path, cls in {**_torch_module_classes(), **_project_module_classes()}.items():
         entries += [(_guard(cls), path), (cls, _BUILD_ONLY + path)]
     return entries
