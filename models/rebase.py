@@ -1,4 +1,4 @@
-"""Attention variants on any base config (yolov5s6_SE.yaml): a zoo yaml's edits replayed by landmarks."""
+"""Attention variants on any base config (yolov5s6_SE.yaml): a zoo yaml's edits replayed by landmarks.
 
 A variant yaml is the yolov5l layout plus edits (blocks inserted, modules swapped). The edits are recovered by
 aligning it with `yolov5l.yaml`, described by landmarks that other bases share ("before the backbone's SPPF", "after
