@@ -337,8 +337,8 @@ def test_extreme_aspect_ratio_image_trains_and_loads(tmp_path):
             assert im.shape[0] == 3 and min(im.shape[1:]) >= 1
 
 
-_INVERSE = {2: 'FLIP_LEFT_RIGHT', 3: 'ROTATE_180', 4: 'FLIP_TOP_BOTTOM', 5: 'TRANSPOSE', 6: 'ROTATE_90', 7: 'TRANSVERSE',
-            8: 'ROTATE_270'}  # PIL transpose that undoes each EXIF orientation
+_INVERSE = {2: 'FLIP_LEFT_RIGHT', 3: 'ROTATE_180', 4: 'FLIP_TOP_BOTTOM', 5: 'TRANSPOSE', 6: 'ROTATE_90',
+            7: 'TRANSVERSE', 8: 'ROTATE_270'}  # PIL transpose that undoes each EXIF orientation
 # (extension, PIL mode, save options); the displayed image is dark with a bright box at x 0.1-0.4, y 0.2-0.5
 FORMATS = [('jpg', 'RGB', {'quality': 100}), ('jpeg', 'RGB', {'quality': 100}), ('png', 'RGB', {}),
            ('png', 'RGBA', {}), ('png', 'P', {}), ('png', 'L', {}), ('png', 'I;16', {}), ('tif', 'RGB', {}),
@@ -370,8 +370,9 @@ def _write_oriented(path, mode, options, orientation):
     exif[0x0112] = orientation
     path.parent.mkdir(parents=True, exist_ok=True)
     pil.save(path, **options, **({} if path.suffix == '.bmp' else {'exif': exif.tobytes()}))
-    expected = shown if mode in ('RGB', 'RGBA', 'P') else np.repeat(cv2.cvtColor(shown, cv2.COLOR_BGR2GRAY)[..., None], 3, 2)
-    return expected
+    if mode in ('RGB', 'RGBA', 'P'):
+        return shown
+    return np.repeat(cv2.cvtColor(shown, cv2.COLOR_BGR2GRAY)[..., None], 3, 2)
 
 
 @pytest.mark.parametrize('ext,mode,options', FORMATS)

@@ -93,7 +93,8 @@ def _tampered(path, marker):
 def _import_module_first(marker):
     """importlib.import_module('os') memoised first, then getattr(<memo>, 'system')(cmd)."""
     mod = _call(_g("importlib", "import_module"), _s("os")) + b"q\x010"
-    return b"\x80\x02" + mod + _call(_call(_g("builtins", "getattr"), b"h\x01", _s("system")), _s(f"touch {marker}")) + b"."
+    system = _call(_g("builtins", "getattr"), b"h\x01", _s("system"))
+    return b"\x80\x02" + mod + _call(system, _s(f"touch {marker}")) + b"."
 
 
 PAYLOADS = {
@@ -102,8 +103,8 @@ PAYLOADS = {
     "nested_load_from_bytes": _nested,
     "builtins_eval": lambda p, m: torch.save({"x": _Call(eval, f"__import__('os').system('touch {m}')")}, p),
     "builtins_exec": lambda p, m: torch.save({"x": _Call(exec, f"import os; os.system('touch {m}')")}, p),
-    "builtins_getattr": lambda p, m: _raw(p, b"\x80\x02" + _call(_call(
-        _g("builtins", "getattr"), _call(_g("builtins", "__import__"), _s("os")), _s("system")), _s(f"touch {m}")) + b"."),
+    "builtins_getattr": lambda p, m: _raw(p, b"\x80\x02" + _call(_call(_g("builtins", "getattr"), _call(
+        _g("builtins", "__import__"), _s("os")), _s("system")), _s(f"touch {m}")) + b"."),
     "importlib_import_module": lambda p, m: _raw(p, _import_module_first(m)),
     "functools_partial": lambda p, m: _raw(p, b"\x80\x02" + _call(
         _call(_g("functools", "partial"), _g("subprocess", "call"), _touch_list(m))) + b"."),
@@ -132,7 +133,8 @@ def test_corpus_is_large_and_live(tmp_path):
     assert len(PAYLOADS) >= 12
     live = sorted(set(PAYLOADS) - MARKER_FREE - {"plain_pickle_file", "legacy_format", "numpy_object_array"})
     built = [_build(n, tmp_path) for n in live]
-    code = "import sys, torch\nfor p in sys.argv[1:]:\n    try: torch.load(p, weights_only=False)\n    except Exception: pass"
+    code = ("import sys, torch\nfor p in sys.argv[1:]:\n"
+            "    try: torch.load(p, weights_only=False)\n    except Exception: pass")
     subprocess.run([sys.executable, "-c", code, *[str(p) for p, _ in built]], cwd=ROOT, check=True,
                    capture_output=True, timeout=120)
     assert [n for n, (_, m) in zip(live, built) if not m.exists()] == []

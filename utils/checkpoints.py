@@ -132,7 +132,7 @@ def _umask():
 
 
 def save_checkpoint(ckpt, path):
-    """torch.save to a temp file in the same folder, then rename (mode 0644 by umask): a crash never leaves half a file."""
+    """torch.save to a temp file in the same folder, then rename (0644 by umask): never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -479,7 +479,7 @@ def check_label_classes(dataset, nc, data=''):
         if len(lb) and lb[:, 0].max() >= nc:
             c = int(lb[:, 0].max())
             raise ValueError(f'{lb_file}: class {c} >= nc={nc}{f" of {data}" if data else ""}: '
-                             f'class ids must be 0-{nc - 1}; fix the label file or raise nc (and names) in the data yaml')
+                             f'class ids must be 0-{nc - 1}; fix the label file or raise nc (and names) in the yaml')
 
 
 def epoch_sampler(dataset, rank, shuffle, seed):
