@@ -55,7 +55,8 @@ def parse_opt(argv=None):
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="dataset yaml")
-    p.add_argument("--cfg", nargs="+", required=True, help="variant yamls yolov5_<Name>.yaml (paths or glob patterns)")
+    p.add_argument("--cfg", nargs="*", default=[],
+                   help="variant yamls yolov5_<Name>.yaml (paths or globs); none: the plain model's seed spread")
     p.add_argument("--scale", choices=list(SCALES), default="n", help="model size letter applied to every variant")
     p.add_argument("--weights", default="", help="pretrained checkpoint transferred into every variant ('' scratch)")
     p.add_argument("--hyp", default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyperparameters yaml")

@@ -63,6 +63,12 @@ def test_run_state_new_interrupted_done(tmp_path):
     assert study.run_state(run) == "done"
 
 
+def test_no_variants_gives_the_plain_model_alone(tmp_path):
+    opt = study.parse_opt(["--data", "shapes.yaml", "--out", str(tmp_path)])
+    assert study.model_rows(study.absolute_paths(opt), opt.scale) == [("baseline", "yolov5n.yaml")]
+    assert opt.data.endswith("shapes.yaml") and opt.data.startswith("/")
+
+
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.parse_opt(["--data", "x.yaml", "--cfg", "y.yaml", "--out", str(tmp_path), "--seeds", "1", "1"])
