@@ -8,8 +8,9 @@ Usage:
         --weights ../shared/reference/raccoon_yolov5n_best.pt --img 320 --epochs 3 \\
         --out benchmarks/results/study_raccoon
 
-- Runs: <out>/runs/<variant>_seed<s>, trained with `python train.py ... --seed s`: one seed gives every variant the
-  same batch order and the same augmentation of every sample (train.py keys them to (seed, epoch, index)).
+- Runs: <runs>/<variant>_seed<s> (logs in <runs>/logs), trained with `python train.py ... --seed s`: one seed
+  gives every variant the same batch order and the same augmentation of every sample (train.py keys them to
+  (seed, epoch, index)).
   With --weights, each variant gets the checkpoint's tensors by structural transfer (--weights + --cfg).
 - Resumable: a finished run (stripped last.pt) is skipped, an interrupted one continues with `train.py --resume`
   (bit-identical to an uninterrupted run on CPU), a run folder without a checkpoint is started again. A run folder
@@ -55,7 +56,8 @@ def parse_opt(argv=None):
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="dataset yaml")
-    p.add_argument("--cfg", nargs="+", required=True, help="variant yamls yolov5_<Name>.yaml (paths or glob patterns)")
+    p.add_argument("--cfg", nargs="*", default=[],
+                   help="variant yamls yolov5_<Name>.yaml (paths or globs); none: the plain model's seed spread")
     p.add_argument("--scale", choices=list(SCALES), default="n", help="model size letter applied to every variant")
     p.add_argument("--weights", default="", help="pretrained checkpoint transferred into every variant ('' scratch)")
     p.add_argument("--hyp", default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyperparameters yaml")
@@ -66,7 +68,8 @@ def parse_opt(argv=None):
     p.add_argument("--workers", type=int, default=2, help="dataloader workers per training (results do not change)")
     p.add_argument("--device", default="", help="'' (CUDA when available), cpu or a CUDA index")
     p.add_argument("--train-args", default="", help="extra train.py flags as one string: --train-args='--patience 0'")
-    p.add_argument("--out", required=True, help="folder for runs/, study.md, study.csv, runs.csv, study.png")
+    p.add_argument("--out", required=True, help="folder for study.md, study.csv, runs.csv and study.png")
+    p.add_argument("--runs", help="folder for the trainings and their logs (default runs/study/<name of --out>)")
     p.add_argument("--repeats", type=int, default=20, help="timed forwards per model for latency (median)")
     p.add_argument("--threads", type=int, help="torch threads for latency (default torch's)")
     opt = p.parse_args(argv)
@@ -75,6 +78,7 @@ def parse_opt(argv=None):
     if opt.img < 32 or opt.img % 32:
         p.error(f"--img must be a positive multiple of 32 (the largest stride), got {opt.img}")
     opt.command = "python benchmarks/study.py " + shlex.join(argv)
+    opt.runs = Path(opt.runs or ROOT / "runs" / "study" / Path(opt.out).resolve().name)
     return opt
 
 
@@ -133,7 +137,7 @@ def run_one(opt, cfg, seed, run_dir):
         cmd = [sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir / "weights" / "last.pt")]
     elif run_dir.exists():
         shutil.rmtree(run_dir)  # started but no epoch saved: start again
-    log = run_dir.parent.parent / "logs" / f"{run_dir.name}.log"
+    log = run_dir.parent / "logs" / f"{run_dir.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write(shlex.join(cmd) + "\n")
@@ -148,7 +152,7 @@ def train_all(opt, rows):
     """Train every (variant, seed), seeds outermost; returns {(variant, seed): (mAP@.5, mAP@.5:.95)}."""
     runs, todo, t0 = {}, [(seed, label, cfg) for seed in opt.seeds for label, cfg in rows], time.time()
     for i, (seed, label, cfg) in enumerate(todo, 1):
-        run_dir = Path(opt.out) / "runs" / f"{label}_seed{seed}"
+        run_dir = opt.runs / f"{label}_seed{seed}"
         t = time.time()
         state = run_one(opt, cfg, seed, run_dir)
         verb = "already done" if state == "done" else "resumed" if state == "interrupted" else "trained"
@@ -271,6 +275,7 @@ def run(opt):
     table = summarise(rows, runs, opt.seeds)
     device = add_costs(table, rows, opt)
     out = Path(opt.out)
+    out.mkdir(parents=True, exist_ok=True)
     init = f"from {Path(opt.weights).name} (structural transfer)" if opt.weights else "from scratch"
     title = (f"yolov5{opt.scale} variants on {Path(opt.data).stem}, img {opt.img}, {opt.epochs} epochs {init}, "
              f"seeds {' '.join(map(str, opt.seeds))}; latency on {device.type}")

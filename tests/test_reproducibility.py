@@ -1,4 +1,5 @@
 """Same command + same --seed = same results.csv, whatever --workers, and a resumed run equals an uninterrupted one."""
+import os
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import train
 from utils.checkpoints import load_checkpoint, save_checkpoint
 from utils.datasets import create_dataloader, set_loader_epoch
 from utils.general import check_yaml
-from utils.reproducibility import AUGMENT, seeded_rng
+from utils.reproducibility import AUGMENT, seeded_rng, set_deterministic
 from utils.train_utils import multi_scale_size
 
 HYP = check_yaml("data/hyps/hyp.scratch-low.yaml")
@@ -38,6 +39,22 @@ def test_seeded_rng_is_a_pure_function_of_its_keys():
     for keys in [(4, AUGMENT, 1, 5), (3, AUGMENT, 2, 5), (3, AUGMENT, 1, 6), (3, AUGMENT + 1, 1, 5)]:
         assert not np.array_equal(a, seeded_rng(*keys).random(4))
     assert 32 <= multi_scale_size(64, 32, seeded_rng(0, 1, 7)) <= 96
+
+
+def test_deterministic_flag_selects_deterministic_kernels(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        set_deterministic(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+        set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+    assert train.parse_opt(["--deterministic"]).deterministic and not train.parse_opt([]).deterministic
 
 
 def test_loader_batches_do_not_depend_on_workers(tiny_data):

@@ -1,6 +1,7 @@
 """benchmarks/study.py: paired t statistics against scipy, run states, and a 2 variants x 2 seeds x 1 epoch study."""
 import csv
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -63,6 +64,13 @@ def test_run_state_new_interrupted_done(tmp_path):
     assert study.run_state(run) == "done"
 
 
+def test_no_variants_gives_the_plain_model_alone(tmp_path):
+    opt = study.parse_opt(["--data", "shapes.yaml", "--out", str(tmp_path)])
+    assert study.model_rows(study.absolute_paths(opt), opt.scale) == [("baseline", "yolov5n.yaml")]
+    assert opt.data.endswith("shapes.yaml") and opt.data.startswith("/")
+    assert opt.runs == ROOT / "runs" / "study" / tmp_path.name
+
+
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.parse_opt(["--data", "x.yaml", "--cfg", "y.yaml", "--out", str(tmp_path), "--seeds", "1", "1"])
@@ -74,10 +82,10 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_study_two_variants_two_seeds(tiny_data, tmp_path):
-    out = tmp_path / "study"
+    out, runs_dir = tmp_path / "study", tmp_path / "runs"
     argv = ["--data", str(tiny_data), "--cfg", str(ROOT / "models/yolov5_SE.yaml"), "--scale", "n", "--img", "64",
             "--epochs", "1", "--batch-size", "4", "--seeds", "0", "1", "--workers", "0", "--device", "cpu",
-            "--train-args=--noautoanchor", "--repeats", "2", "--out", str(out)]
+            "--train-args=--noautoanchor --save-period 1", "--repeats", "2", "--out", str(out), "--runs", str(runs_dir)]
     assert study.main(argv) == 0
     with open(out / "study.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -93,8 +101,14 @@ def test_study_two_variants_two_seeds(tiny_data, tmp_path):
     assert int(rows[1]["params"]) > int(rows[0]["params"]) and float(rows[0]["latency (ms)"]) > 0
     assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| SE | yolov5n_SE.yaml |" in (out / "study.md").read_text()
-    runs_csv, logs = (out / "runs.csv").read_text(), sorted((out / "logs").iterdir())
-    sizes = [p.stat().st_size for p in logs]
-    assert study.main(argv) == 0  # everything finished: nothing is trained again
-    assert (out / "runs.csv").read_text() == runs_csv and [p.stat().st_size for p in logs] == sizes
+    runs_csv, logs = (out / "runs.csv").read_text(), sorted((runs_dir / "logs").iterdir())
+    weights = runs_dir / "SE_seed1" / "weights"
+    shutil.copy(weights / "epoch0.pt", weights / "last.pt")  # as if killed before the final strip
+    assert study.run_state(runs_dir / "SE_seed1") == "interrupted"
+    sizes = {p.name: p.stat().st_size for p in logs}
+    assert study.main(argv) == 0  # only the interrupted run is continued, with --resume
+    assert all(study.run_state(runs_dir / f"{v}_seed{s}") == "done" for v in ("baseline", "SE") for s in (0, 1))
+    grown = [p.name for p in logs if p.stat().st_size != sizes[p.name]]
+    assert grown == ["SE_seed1.log"] and "--resume" in (runs_dir / "logs" / "SE_seed1.log").read_text()
+    assert (out / "runs.csv").read_text() == runs_csv
     assert study.main([*argv, "--epochs", "2"]) == 1  # the same --out with other settings is refused
