@@ -188,10 +188,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def check_counts(opt):
-    """--batch-size and --epochs must be positive."""
-    for flag, value, example in (("--batch-size", opt.batch_size, 16), ("--epochs", opt.epochs, 300)):
-        if value < 1:
-            raise ValueError(f"{flag} {value}: must be at least 1, e.g. {flag} {example}")
+    """--epochs must be positive; --batch-size too, or -1 for AutoBatch."""
+    if opt.batch_size < 1 and opt.batch_size != -1:
+        raise ValueError(f"--batch-size {opt.batch_size}: must be at least 1 (or -1 for AutoBatch), e.g. --batch-size 16")
+    if opt.epochs < 1:
+        raise ValueError(f"--epochs {opt.epochs}: must be at least 1, e.g. --epochs 300")
 
 
 def check_hyp(hyp, source):
