@@ -34,11 +34,12 @@ from utils.datasets import create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
                            init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
+from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
-from utils.train_utils import (EarlyStopping, ResultsLogger, lr_lambda, multi_scale_size, scaled_shape,  # noqa: E402
+from utils.train_utils import (EarlyStopping, lr_lambda, multi_scale_size, scaled_shape,  # noqa: E402
                                smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations,
                                warmup_values)
 from utils.transfer import log_transfer, transfer_weights  # noqa: E402
@@ -195,7 +196,7 @@ class Trainer:
         self.maps = np.zeros(self.nc)
         self.results = (0, 0, 0, 0, 0, 0, 0)
         self.scheduler.last_epoch = self.start_epoch - 1
-        self.logger = ResultsLogger(self.save_dir, enabled=self.main and not opt.evolve)
+        self.logger = Loggers(self.save_dir, tensorboard=self.main and not (opt.evolve or opt.no_tensorboard))
         self.rng = random.Random(opt.seed)
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
                     f"Using {self.train_loader.num_workers * WORLD_SIZE} dataloader workers\n"
@@ -211,7 +212,7 @@ class Trainer:
         if self.main:
             LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
             self.finish()
-        self.logger.close()
+        self.logger.on_train_end(epoch)
         return self.results
 
     def _epoch_hooks(self, epoch):
@@ -259,6 +260,7 @@ class Trainer:
                     f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
                 if self.plots and ni < 3:
                     plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", self.names)
+                    self.logger.on_train_batch(ni, self.model, imgs, self.save_dir / f"train_batch{ni}.jpg")
         self.lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
         return mloss
@@ -372,6 +374,7 @@ def parse_opt(argv=None):
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
     parser.add_argument("--save-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="DDP parameter, do not modify")
     return parser.parse_args(argv)

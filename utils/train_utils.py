@@ -1,5 +1,4 @@
-"""Training helpers: optimizer parameter groups, LR schedule, early stopping, checkpoint stripping, results logging."""
-import csv
+"""Training helpers: optimizer parameter groups, LR schedule and warm-up, early stopping, checkpoint stripping."""
 import math
 from datetime import datetime
 from pathlib import Path
@@ -105,37 +104,6 @@ def strip_optimizer(f):
         p.requires_grad = False
     save_checkpoint(x, f)
     LOGGER.info(f"Optimizer stripped from {f}, {Path(f).stat().st_size / 1e6:.1f}MB")
-
-
-class ResultsLogger:
-    """results.csv in v6.1 columns, plus TensorBoard scalars when tensorboard is installed."""
-
-    def __init__(self, save_dir, enabled=True):
-        self.csv = Path(save_dir) / "results.csv"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(save_dir))
-                LOGGER.info(f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {Path(save_dir).parent}'")
-            except ImportError:
-                pass
-
-    def log_epoch(self, epoch, values, extra=None):
-        new = not self.csv.exists()
-        with open(self.csv, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["%20s" % k for k in ["epoch", *RESULT_KEYS]])
-            w.writerow([f"{epoch:>20}", *(f"{float(v):20.5g}" for v in values)])
-        if self.tb:
-            for k, v in {**dict(zip(RESULT_KEYS, values)), **(extra or {})}.items():
-                self.tb.add_scalar(k, float(v), epoch)
-
-    def close(self):
-        if self.tb:
-            self.tb.close()
 
 
 def warmup_iterations(hyp, nb):
