@@ -34,12 +34,13 @@ from utils.datasets import check_label_classes, create_dataloader, set_loader_ep
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
                            init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
+from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
-from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, ResultsLogger, RunLock,  # noqa: E402
+from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, RunLock,  # noqa: E402
                                check_counts, check_hyp, is_finite_model, lr_lambda, make_run_dir, multi_scale_size,
                                scaled_shape, smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations,
                                warmup_values)
@@ -198,7 +199,7 @@ class Trainer:
         self.maps = np.zeros(self.nc)
         self.results = (0, 0, 0, 0, 0, 0, 0)
         self.scheduler.last_epoch = self.start_epoch - 1
-        self.logger = ResultsLogger(self.save_dir, enabled=self.main and not opt.evolve)
+        self.logger = Loggers(self.save_dir, tensorboard=self.main and not (opt.evolve or opt.no_tensorboard))
         if opt.resume and self.main:
             self.logger.drop_from(self.start_epoch)
         self.nonfinite = 0
@@ -217,7 +218,7 @@ class Trainer:
         if self.main:
             LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
             self.finish()
-        self.logger.close()
+        self.logger.on_train_end(epoch)
         return self.results
 
     def _epoch_hooks(self, epoch):
@@ -269,6 +270,7 @@ class Trainer:
                     f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
                 if self.plots and ni < 3:
                     plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", self.names)
+                    self.logger.on_train_batch(ni, self.model, imgs, self.save_dir / f"train_batch{ni}.jpg")
         self.lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
         return mloss
@@ -410,6 +412,7 @@ def parse_opt(argv=None):
     parser.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
     parser.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (bit-identical runs)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
     parser.add_argument("--save-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="DDP parameter, do not modify")
     return parser.parse_args(argv)

@@ -23,7 +23,8 @@ from models.registry import Channels, register  # noqa: E402
 from models.tta import forward_augment  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
-from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, select_device  # noqa: E402
+from utils.torch_utils import (fuse_conv_and_bn, initialize_weights, model_info, profile_layers,  # noqa: E402
+                               select_device)
 
 __all__ = ["Detect", "Model", "parse_model", "ModelConfigError"]
 

@@ -401,7 +401,7 @@ def visualize_features(model, save_dir, n=32):
     """Inside the block, the first forward of each yaml layer of model saves its feature maps into save_dir."""
     layers = getattr(model, "model", None)
     if not isinstance(layers, torch.nn.Sequential):
-        LOGGER.warning(f"WARNING: --visualize needs a PyTorch YOLOv5 model with yaml layers, not {type(model).__name__}")
+        LOGGER.warning(f"WARNING: --visualize needs a YOLOv5 model with yaml layers, not {type(model).__name__}")
         yield
         return
     done = set()

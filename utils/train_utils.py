@@ -1,5 +1,4 @@
-"""Training helpers: optimizer parameter groups, LR schedule, early stopping, checkpoint stripping, results logging."""
-import csv
+"""Training helpers: optimizer parameter groups, LR schedule and warm-up, early stopping, checkpoint stripping."""
 import math
 import os
 from datetime import datetime
@@ -113,49 +112,6 @@ def strip_optimizer(f):
     LOGGER.info(f"Optimizer stripped from {f}, {Path(f).stat().st_size / 1e6:.1f}MB")
 
 
-class ResultsLogger:
-    """results.csv in v6.1 columns, plus TensorBoard scalars when tensorboard is installed."""
-
-    def __init__(self, save_dir, enabled=True):
-        self.csv = Path(save_dir) / "results.csv"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(save_dir))
-                LOGGER.info(f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {Path(save_dir).parent}'")
-            except ImportError:
-                pass
-
-    def drop_from(self, epoch):
-        """Remove rows of epochs >= epoch (a resumed run repeats the epoch that was interrupted)."""
-        if not self.csv.exists():
-            return
-        with open(self.csv, newline="") as f:
-            rows = list(csv.reader(f))
-        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < epoch]
-        tmp = self.csv.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(keep)
-        os.replace(tmp, self.csv)
-
-    def log_epoch(self, epoch, values, extra=None):
-        new = not self.csv.exists()
-        with open(self.csv, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["%20s" % k for k in ["epoch", *RESULT_KEYS]])
-            w.writerow([f"{epoch:>20}", *(f"{float(v):20.5g}" for v in values)])
-        if self.tb:
-            for k, v in {**dict(zip(RESULT_KEYS, values)), **(extra or {})}.items():
-                self.tb.add_scalar(k, float(v), epoch)
-
-    def close(self):
-        if self.tb:
-            self.tb.close()
-
-
 def warmup_iterations(hyp, nb):
     """Number of warm-up iterations as v6.1: warmup_epochs * batches per epoch, at least 1000."""
     return max(round(hyp["warmup_epochs"] * nb), 1000)
@@ -190,7 +146,7 @@ class NonFiniteLossError(RuntimeError):
 def check_counts(opt):
     """--epochs must be positive; --batch-size too, or -1 for AutoBatch."""
     if opt.batch_size < 1 and opt.batch_size != -1:
-        raise ValueError(f"--batch-size {opt.batch_size}: must be at least 1 (or -1 for AutoBatch), e.g. --batch-size 16")
+        raise ValueError(f"--batch-size {opt.batch_size}: must be at least 1 (-1: AutoBatch), e.g. --batch-size 16")
     if opt.epochs < 1:
         raise ValueError(f"--epochs {opt.epochs}: must be at least 1, e.g. --epochs 300")
 

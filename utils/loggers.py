@@ -1,0 +1,99 @@
+"""Training loggers: results.csv in v6.1 columns and TensorBoard (scalars, model graph, images), as YOLOv5 v6.1."""
+import csv
+import os
+import warnings
+from copy import deepcopy
+from pathlib import Path
+
+import cv2
+import torch
+
+from utils.general import LOGGER, colorstr
+from utils.torch_utils import de_parallel
+from utils.train_utils import RESULT_KEYS
+
+END_IMAGES = ("labels.jpg", "labels_correlogram.jpg", "results.png", "confusion_matrix.png", "F1_curve.png",
+              "PR_curve.png", "P_curve.png", "R_curve.png")
+
+
+def tensorboard_writer(save_dir):
+    """A SummaryWriter into save_dir, or None (with a warning) when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        LOGGER.warning(f"{colorstr('TensorBoard: ')}WARNING: tensorboard is not installed (pip install tensorboard); "
+                       "logging to results.csv only")
+        return None
+    LOGGER.info(f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {Path(save_dir).parent}', "
+                "view at http://localhost:6006/")
+    return SummaryWriter(str(save_dir))
+
+
+class Loggers:
+    """results.csv rows every epoch; TensorBoard scalars, graph and images unless tensorboard=False."""
+
+    def __init__(self, save_dir, tensorboard=True):
+        self.save_dir = Path(save_dir)
+        self.csv = self.save_dir / "results.csv"
+        self.tb = tensorboard_writer(save_dir) if tensorboard else None
+
+    def log_graph(self, model, imgs):
+        """The model graph, traced on a copy (train mode, as v6.1) from one image of the batch; a failure only warns."""
+        if not self.tb:
+            return
+        try:
+            m = deepcopy(de_parallel(model)).train()
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # jit trace warnings about data-dependent shapes
+                traced = torch.jit.trace(m, imgs[0:1].float(), strict=False, check_trace=False)
+                self.tb.add_graph(traced, [])  # add_graph would retrace in eval mode, where Detect caches grids
+        except Exception as e:  # tracing support differs by block and torch version; the graph is optional
+            LOGGER.warning(f"{colorstr('TensorBoard: ')}WARNING: model graph not logged: {type(e).__name__}: {e}")
+
+    def log_image(self, file, step=0):
+        """An image file (jpg/png) under its stem as tag; absent files are skipped."""
+        file = Path(file)
+        im = cv2.imread(str(file)) if self.tb and file.exists() else None
+        if im is not None:
+            self.tb.add_image(file.stem, im[..., ::-1].copy(), step, dataformats="HWC")
+
+    def on_train_batch(self, ni, model, imgs, batch_image):
+        """After plotting train_batch{ni}.jpg: the graph at the first batch, then the image."""
+        if ni == 0:
+            self.log_graph(model, imgs)
+        self.log_image(batch_image, ni)
+
+    def drop_from(self, epoch):
+        """Remove results.csv rows of epochs >= epoch (a resumed run repeats the epoch that was interrupted)."""
+        if not self.csv.exists():
+            return
+        with open(self.csv, newline="") as f:
+            rows = list(csv.reader(f))
+        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < epoch]
+        tmp = self.csv.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+        os.replace(tmp, self.csv)
+
+    def log_epoch(self, epoch, values, extra=None):
+        """One results.csv row (epoch, RESULT_KEYS values) and every value as a TensorBoard scalar."""
+        new = not self.csv.exists()
+        with open(self.csv, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["%20s" % k for k in ["epoch", *RESULT_KEYS]])
+            w.writerow([f"{epoch:>20}", *(f"{float(v):20.5g}" for v in values)])
+        if self.tb:
+            for k, v in {**dict(zip(RESULT_KEYS, values)), **(extra or {})}.items():
+                self.tb.add_scalar(k, float(v), epoch)
+
+    def on_train_end(self, epoch):
+        """The label statistics, results and validation plots as TensorBoard images; closes the writer."""
+        for name in END_IMAGES:
+            self.log_image(self.save_dir / name, epoch)
+        self.close()
+
+    def close(self):
+        if self.tb:
+            self.tb.close()
+            self.tb = None
