@@ -71,14 +71,25 @@ def parse_meta_value(v):
 
 def clean_names(names, nc, data):
     """Class names as a list: the file's own, else the --data yaml's, else class0, class1, ..."""
+    names = names or names_from_data(data)
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
-    if not names and data:
-        if not isinstance(data, dict):
-            with open(data, errors="ignore") as f:
-                data = yaml.safe_load(f)
-        names = data.get("names")
     return list(names) if names else [f"class{i}" for i in range(nc or 1000)]
+
+
+def names_from_data(data):
+    """The `names` of a dataset yaml (a dict or a file); a missing file or one without names warns and gives None."""
+    if not data:
+        return None
+    if not isinstance(data, dict):
+        if not Path(data).is_file():
+            LOGGER.warning(f"WARNING: --data {data} not found: using class0, class1, ...")
+            return None
+        with open(data, errors="ignore") as f:
+            data = yaml.safe_load(f) or {}
+    if not data.get("names"):
+        LOGGER.warning("WARNING: the --data yaml has no 'names': using class0, class1, ...")
+    return data.get("names")
 
 
 class DetectMultiBackend(nn.Module):
@@ -130,8 +141,9 @@ def _load_pt(w, device, fp16):
     w = [attempt_download(x) for x in w] if isinstance(w, (list, tuple)) else attempt_download(w)
     model = attempt_load(w, map_location=device)
     model.half() if fp16 else model.float()
-    names = model.module.names if hasattr(model, "module") else model.names
-    return model, {"stride": int(model.stride.max()), "names": names}
+    names = getattr(model.module if hasattr(model, "module") else model, "names", None)
+    nc = model.model[-1].nc if hasattr(model, "model") else None
+    return model, {"stride": int(model.stride.max()), "names": names, "nc": nc}
 
 
 def _missing(w):

@@ -12,6 +12,7 @@ import yaml
 import detect
 import train
 import val
+from models import backends
 from models.experimental import attempt_load
 from models.yolo import Model
 from models.yolo import main as yolo_main
@@ -84,18 +85,20 @@ def test_study_writes_rows_and_plot(tmp_path, monkeypatch, ref_weights, shared):
 def test_names_from_data(tmp_path):
     f = tmp_path / "d.yaml"
     f.write_text(yaml.safe_dump({"names": {0: "cat", 1: "dog"}}))
-    assert detect.names_from_data(f, 2) == ["cat", "dog"]
+    assert backends.clean_names(None, 2, f) == ["cat", "dog"]
     f.write_text(yaml.safe_dump({"names": ["a", "b", "c"]}))
-    assert detect.names_from_data(f, 3) == ["a", "b", "c"]
+    assert backends.clean_names(None, 3, f) == ["a", "b", "c"]
+    assert backends.clean_names(["own"], 1, f) == ["own"], "a model's own names win"
     with captured_log() as log:
-        assert detect.names_from_data(tmp_path / "missing.yaml", 2) == ["class0", "class1"]
+        assert backends.clean_names(None, 2, tmp_path / "missing.yaml") == ["class0", "class1"]
     assert any("missing.yaml not found" in line for line in log)
 
 
 def test_detect_data_names_a_model_without_names(tmp_path, monkeypatch):
     model = _quiet_model()
     del model.names
-    monkeypatch.setattr(detect, "attempt_load", lambda *a, **k: model)
+    monkeypatch.setattr(backends, "attempt_load", lambda *a, **k: model)
+    monkeypatch.setattr(backends, "attempt_download", lambda w: w)
     data = tmp_path / "d.yaml"
     data.write_text(yaml.safe_dump({"names": [f"n{i}" for i in range(80)]}))
     _, stride, names = detect.load_model("model.pt", torch.device("cpu"), False, data=data)
