@@ -157,4 +157,5 @@ def __getattr__(name):
         raise AttributeError(f"module 'models.common' has no attribute '{name}'") from None
 
 
-from models.backends import DetectMultiBackend  # noqa: E402,F401 (re-exported: v6.1 users import it from here)
+from models.autoshape import AutoShape, Detections  # noqa: E402,F401 (re-exported: v6.1 users import them from here)
+from models.backends import DetectMultiBackend  # noqa: E402,F401
