@@ -24,6 +24,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import yaml
@@ -170,20 +171,53 @@ def simplify_onnx(model_onnx, prefix):
     return model_onnx
 
 
-def export_openvino(file, metadata, half=False, prefix=colorstr("OpenVINO:")):
-    """Convert the exported ONNX file to OpenVINO IR (<stem>_openvino_model/<stem>.xml/.bin + metadata.yaml)."""
+def export_openvino(file, metadata, half=False, int8_images=None, prefix=colorstr("OpenVINO:")):
+    """Convert the exported ONNX file to OpenVINO IR (<stem>_openvino_model/<stem>.xml/.bin + metadata.yaml).
+
+    With int8_images (calibration batches), weights and activations are quantized to INT8 by NNCF post-training
+    quantization into <stem>_int8_openvino_model/."""
     try:
         import openvino as ov
     except ImportError:
         raise ImportError("--include openvino needs the openvino package: pip install openvino") from None
     LOGGER.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
-    d = file.parent / f"{file.stem}_openvino_model"
+    d = file.parent / f"{file.stem}_{'int8_' if int8_images is not None else ''}openvino_model"
+    ov_model = ov.convert_model(str(file.with_suffix(".onnx")))
+    if int8_images is not None:
+        ov_model = quantize_int8(ov_model, int8_images, prefix)
     d.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.convert_model(str(file.with_suffix(".onnx"))), str(d / f"{file.stem}.xml"),
-                  compress_to_fp16=half)
+    ov.save_model(ov_model, str(d / f"{file.stem}.xml"), compress_to_fp16=half)
     with open(d / "metadata.yaml", "w") as f:
         yaml.safe_dump(metadata, f, sort_keys=False)
     return d
+
+
+def quantize_int8(ov_model, images, prefix):
+    """NNCF post-training INT8 quantization calibrated on images (a list of float32 NCHW arrays in 0..1)."""
+    try:
+        import nncf
+    except ImportError:
+        raise ImportError("--int8 needs the nncf package: pip install nncf") from None
+    LOGGER.info(f"{prefix} quantizing to INT8 with nncf {nncf.__version__} on {len(images)} calibration images...")
+    return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
+                         subset_size=len(images))
+
+
+def calibration_images(data, imgsz, batch_size, n=300):
+    """Up to n images of the --data train split (as v6.1's TFLite INT8), letterboxed, as float32 NCHW arrays."""
+    from utils.downloads import check_dataset
+    from utils.sources import LoadImages
+
+    train = check_dataset(data)["train"]
+    images = []
+    for v in train if isinstance(train, list) else [train]:
+        for _, im, *_ in LoadImages(v, img_size=imgsz, auto=False):
+            images.append((im[None].astype(np.float32) / 255).repeat(batch_size, 0))
+            if len(images) == n:
+                return images
+    if not images:
+        raise ValueError(f"export.py: --int8 found no calibration images in the train split of {data}")
+    return images
 
 
 def timed_export(prefix, export_fn):
@@ -231,7 +265,7 @@ def has_xnnpack():
     return torch.backends.xnnpack.enabled
 
 
-def check_options(include, imgsz, batch_size, device, half, optimize, train):
+def check_options(include, imgsz, batch_size, device, half, optimize, train, int8=False):
     """Validated formats, [h, w] and device; ValueError with one line for impossible combinations."""
     include = check_formats(include)
     imgsz = check_export_size(imgsz)
@@ -244,6 +278,10 @@ def check_options(include, imgsz, batch_size, device, half, optimize, train):
         raise ValueError("export.py: --optimize needs a torch build with XNNPACK (mobile optimizer); this one has none")
     if optimize and half:
         raise ValueError("export.py: --optimize is for CPU (mobile) models, it cannot be combined with --half")
+    if int8 and "openvino" not in include:
+        raise ValueError("export.py: --int8 quantizes the OpenVINO export: add --include openvino")
+    if int8 and half:
+        raise ValueError("export.py: pass one of --int8 and --half")
     if train and "openvino" in include:
         raise ValueError("export.py: --train exports raw per-level maps, which OpenVINO inference cannot decode")
     return include, imgsz, device
@@ -262,10 +300,11 @@ def closing_hints(files, t):
 
 @torch.no_grad()
 def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
-        half=False, inplace=False, train=False, optimize=False, dynamic=False, simplify=False, opset=12):
+        half=False, inplace=False, train=False, optimize=False, int8=False, dynamic=False, simplify=False, opset=12,
+        data=ROOT / "data/coco128.yaml"):
     """Export --weights (or a random-init --cfg model) to the --include formats; returns the files written."""
     t = time.time()
-    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train)
+    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train, int8)
     model, file = load_export_model(weights, cfg, device)
     check_names(model, cfg or weights)
     imgsz = check_img_size(imgsz, s=int(max(model.stride)))
@@ -277,10 +316,11 @@ def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", incl
         y = model(im)
     source = f"{cfg} (random init)" if cfg else f"{file} ({file_size(file):.1f} MB)"
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {source} with output shape {tuple(y[0].shape)}")
+    int8_images = calibration_images(data, imgsz, batch_size) if int8 else None
     exporters = {
         "torchscript": lambda prefix: export_torchscript(model, im, file, optimize, dynamic, prefix=prefix),
         "onnx": lambda prefix: export_onnx(model, im, file, opset, train, dynamic, simplify, prefix=prefix),
-        "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, prefix=prefix),
+        "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, int8_images, prefix=prefix),
     }
     wanted = set(include) | ({"onnx"} if "openvino" in include else set())  # OpenVINO converts the ONNX file
     files = {fmt: timed_export(colorstr(f"{fmt_name(fmt)}:"), exporters[fmt]) for fmt in FORMATS if fmt in wanted}
@@ -306,6 +346,8 @@ def parse_opt(argv=None):
     parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     parser.add_argument("--train", action="store_true", help="model.train() mode: export the raw per-level maps")
     parser.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
+    parser.add_argument("--int8", action="store_true", help="OpenVINO: INT8 quantization (nncf), calibrated on --data")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml: --int8 calibration")
     parser.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch and size")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim")
     parser.add_argument("--opset", type=int, default=12, help="ONNX: opset version")

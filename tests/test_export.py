@@ -182,3 +182,22 @@ def test_optimize_is_mobile_torchscript_or_a_clear_refusal(n2_weights):
     x = torch.rand(1, 3, H, W)
     np.testing.assert_allclose(normalised(torch.jit.load(str(f))(x)[0].numpy(), H, W),
                                normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
+
+
+@pytest.mark.slow
+def test_int8_openvino_is_quantized_and_runs(n2_weights, tiny_data, tmp_path):
+    from models.backends import DetectMultiBackend
+
+    weights = tmp_path / "q.pt"
+    shutil.copy(n2_weights, weights)
+    (f,) = run(weights=weights, include=["openvino"], imgsz=(H, W), int8=True, data=tiny_data)
+    assert f == tmp_path / "q_int8_openvino_model"
+    assert "FakeQuantize" in (f / "q.xml").read_text()  # activations and weights pass through INT8 quantizers
+    x = torch.rand(1, 3, H, W)
+    y, _ = DetectMultiBackend(f)(x)
+    assert y.shape == (1, 3 * (H * W // 64 + H * W // 256 + H * W // 1024), 7) and torch.isfinite(y).all()
+
+
+def test_int8_needs_openvino(n2_weights):
+    with pytest.raises(ValueError, match="--int8 quantizes the OpenVINO export: add --include openvino"):
+        run(weights=n2_weights, include=["onnx"], int8=True)
