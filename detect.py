@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.common import DetectMultiBackend  # noqa: E402
+from models.backends import DetectMultiBackend  # noqa: E402
 from utils.downloads import download_url, is_url  # noqa: E402
 from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non_max_suppression,  # noqa: E402
                            print_args, scale_coords, xyxy2xywh)

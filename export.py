@@ -8,7 +8,7 @@ Usage:
 Format       --include     file                      runs with
 PyTorch      -             yolov5s.pt                torch
 TorchScript  torchscript   yolov5s.torchscript       torch (config.txt extra file: shape, stride, names as JSON)
-ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`, metadata stride, names)
+ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`; stride, names)
 OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
 
 The other v6.1 formats (engine, coreml, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
@@ -36,8 +36,9 @@ if str(ROOT) not in sys.path:
 
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Detect, Model  # noqa: E402
-from utils.downloads import attempt_download  # noqa: E402
+from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
+from utils.sources import LoadImages  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
 FORMATS = ("torchscript", "onnx", "openvino")  # export order
@@ -205,9 +206,6 @@ def quantize_int8(ov_model, images, prefix):
 
 def calibration_images(data, imgsz, batch_size, n=300):
     """Up to n images of the --data train split (as v6.1's TFLite INT8), letterboxed, as float32 NCHW arrays."""
-    from utils.downloads import check_dataset
-    from utils.sources import LoadImages
-
     train = check_dataset(data)["train"]
     images = []
     for v in train if isinstance(train, list) else [train]:

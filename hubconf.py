@@ -16,6 +16,15 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+from models.autoshape import AutoShape  # noqa: E402
+from models.backends import DetectMultiBackend  # noqa: E402
+from models.yolo import Model  # noqa: E402
+from utils.checkpoints import load_checkpoint  # noqa: E402
+from utils.downloads import attempt_download  # noqa: E402
+from utils.general import LOGGER  # noqa: E402
+from utils.torch_utils import select_device  # noqa: E402
+from utils.transfer import log_transfer, transfer_weights  # noqa: E402
+
 dependencies = ["torch", "yaml", "cv2", "PIL", "numpy"]  # what torch.hub checks before loading
 SIZES = "nsmlx"
 VARIANTS = sorted(p.stem[len("yolov5_"):] for p in (ROOT / "models").glob("yolov5_*.yaml"))
@@ -23,10 +32,6 @@ VARIANTS = sorted(p.stem[len("yolov5_"):] for p in (ROOT / "models").glob("yolov
 
 def _pretrained_into(model, weights, classes):
     """Transfer every matching tensor of a v6.1 checkpoint into model by structure (variants included)."""
-    from utils.checkpoints import load_checkpoint
-    from utils.downloads import attempt_download
-    from utils.transfer import log_transfer, transfer_weights
-
     ckpt = load_checkpoint(attempt_download(weights))
     src = (ckpt.get("ema") or ckpt["model"]).float()
     csd, n, total, new = transfer_weights(src, model, exclude=["anchors"])
@@ -39,11 +44,6 @@ def _pretrained_into(model, weights, classes):
 
 def _create(name, pretrained=True, channels=3, classes=80, autoshape=True, verbose=True, device=None):
     """A YOLOv5 model by name (yolov5s, yolov5s_SOCA, ...) or by file (custom), wrapped in AutoShape."""
-    from models.common import AutoShape, DetectMultiBackend
-    from models.yolo import Model
-    from utils.general import LOGGER
-    from utils.torch_utils import select_device
-
     if not verbose:
         LOGGER.setLevel(logging.WARNING)
     device = select_device("" if device is None else device)

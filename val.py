@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.common import DetectMultiBackend  # noqa: E402
+from models.backends import DetectMultiBackend  # noqa: E402
 from utils.datasets import create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (LOGGER, check_img_size, check_yaml, colorstr, increment_path, non_max_suppression,  # noqa: E402

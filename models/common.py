@@ -149,13 +149,12 @@ class Concat(nn.Module):
 
 def __getattr__(name):
     """Resolve attention blocks lazily so `from models.common import SOCA` works without an import cycle."""
+    if name in ("AutoShape", "Detections", "DetectMultiBackend"):  # v6.1's deploy classes, re-exported
+        from models import autoshape, backends
+        return getattr(backends if name == "DetectMultiBackend" else autoshape, name)
     from models import attention
 
     try:
         return getattr(attention, name)
     except AttributeError:
         raise AttributeError(f"module 'models.common' has no attribute '{name}'") from None
-
-
-from models.autoshape import AutoShape, Detections  # noqa: E402,F401 (re-exported: v6.1 users import them from here)
-from models.backends import DetectMultiBackend  # noqa: E402,F401
