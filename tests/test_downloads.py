@@ -1,5 +1,8 @@
 """check_dataset (paths, names, auto-download by zip URL / bash / python script), downloads, data yamls."""
 import functools
+import os
+import subprocess
+import sys
 import http.server
 import threading
 import zipfile
@@ -195,3 +198,20 @@ def test_shapes_yaml_download_generates_the_bundled_dataset(tmp_path):
     d = check_dataset({**data, 'path': str(tmp_path / 'shapes')})
     assert len(list(Path(d['train']).glob('*.jpg'))) == 240 and len(list(Path(d['val']).glob('*.jpg'))) == 60
     assert len(list((tmp_path / 'shapes' / 'labels' / 'val').glob('*.txt'))) == 60
+
+
+def test_detect_without_arguments_is_v61_and_offline_says_what_to_pass(tmp_path):
+    import detect
+
+    opt = detect.parse_opt([])
+    assert Path(opt.weights) == ROOT / 'yolov5s.pt' and Path(opt.source) == ROOT / 'data' / 'images'
+    assert sorted(p.name for p in (ROOT / 'data' / 'images').iterdir()) == ['bus.jpg', 'zidane.jpg']
+    if (ROOT / 'yolov5s.pt').exists():
+        pytest.skip('yolov5s.pt was downloaded into the repo: detect.py would run instead of failing')
+    env = {**os.environ, 'YOLOV5_RELEASE_URL': 'http://127.0.0.1:9/v6.1'}
+    r = subprocess.run([sys.executable, str(ROOT / 'detect.py')], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if 'ERROR' in line or 'Traceback' in line]
+    assert r.returncode == 1 and len(errors) == 1, r.stdout + r.stderr
+    assert 'http://127.0.0.1:9/v6.1/yolov5s.pt by hand' in errors[0] and '--weights path/to/model.pt' in errors[0]
+    assert not list(ROOT.glob('.yolov5s.pt.*'))  # no temp file left in the repo
