@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import http.server
+import shutil
 import threading
 import zipfile
 from contextlib import contextmanager
@@ -215,3 +216,18 @@ def test_detect_without_arguments_is_v61_and_offline_says_what_to_pass(tmp_path)
     assert r.returncode == 1 and len(errors) == 1, r.stdout + r.stderr
     assert 'http://127.0.0.1:9/v6.1/yolov5s.pt by hand' in errors[0] and '--weights path/to/model.pt' in errors[0]
     assert not list(ROOT.glob('.yolov5s.pt.*'))  # no temp file left in the repo
+
+
+def test_detect_url_source_is_downloaded_into_cwd(weights_server, tmp_path, monkeypatch):
+    import detect
+
+    url, srv = weights_server
+    shutil.copy(ROOT / 'tests' / 'data' / 'raccoon-102.jpg', srv / 'r.jpg')
+    (tmp_path / 'cwd').mkdir()
+    monkeypatch.chdir(tmp_path / 'cwd')
+    weights = ROOT / 'tests' / 'data' / 'raccoon_yolov5n_best.pt'
+    save_dir = detect.run(weights=weights, source=f'{url}/r.jpg', imgsz=320, project=tmp_path, save_txt=True)
+    assert (tmp_path / 'cwd' / 'r.jpg').read_bytes() == (srv / 'r.jpg').read_bytes()
+    assert len((save_dir / 'labels' / 'r.txt').read_text().splitlines()) == 2  # the two raccoons
+    with pytest.raises(ConnectionError, match='HTTP Error 404'):
+        detect.run(weights=weights, source=f'{url}/missing.jpg', imgsz=320, project=tmp_path)
