@@ -194,14 +194,14 @@ def _log_summary(dt, seen, imgsz, save_dir, save_txt, save_img):
 def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
         max_det=1000, device="", view_img=False, save_txt=False, save_conf=False, save_crop=False, nosave=False,
         classes=None, agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False,
-        line_thickness=3, hide_labels=False, hide_conf=False, half=False):
+        line_thickness=3, hide_labels=False, hide_conf=False, half=False, data=ROOT / "data/coco128.yaml"):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
     if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
         source = download_url(source)
     device = select_device(device)
     half &= device.type != "cpu"
-    model, stride, names = load_model(weights, device, half)
+    model, stride, names = load_model(weights, device, half, data)
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
     view_img = check_imshow() if (view_img or webcam) else False
@@ -244,6 +244,8 @@ def parse_opt(argv=None):
     has_default = DEFAULT_SOURCE.exists()
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml",
+                        help="(optional) dataset.yaml: class names for model files without them")
     parser.add_argument("--source", type=str, default=DEFAULT_SOURCE if has_default else None, required=not has_default,
                         help="file/dir/glob/video/.txt list of paths, 0 for webcam, or a stream URL")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
