@@ -3,6 +3,7 @@
 Usage:
     python export.py --weights yolov5s.pt --include torchscript onnx openvino --img 640 640 --batch-size 1
     python export.py --weights yolov5n.pt --include onnx --dynamic --simplify --opset 12
+    python export.py --weights best.pt --include openvino --int8 --data data.yaml   # INT8, calibrated on train images
     python export.py --cfg yolov5n_SE.yaml --include onnx     # this project's extra: a random-init model from a yaml
 
 Format       --include     file                      runs with
@@ -10,6 +11,7 @@ PyTorch      -             yolov5s.pt                torch
 TorchScript  torchscript   yolov5s.torchscript       torch (config.txt extra file: shape, stride, names as JSON)
 ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`; stride, names)
 OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
+                           yolov5s_int8_openvino_model/ with --int8 (nncf post-training quantization)
 
 The other v6.1 formats (engine, coreml, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
 Every exported file runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx

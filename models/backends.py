@@ -88,6 +88,8 @@ class DetectMultiBackend(nn.Module):
         """threads: CPU threads of ONNX Runtime / OpenVINO (None: the runtime's default; torch's is global)."""
         super().__init__()
         w = weights[0] if isinstance(weights, (list, tuple)) and len(weights) == 1 else weights
+        if isinstance(w, (list, tuple)) and any(model_format(x) != "PyTorch" for x in w):
+            raise BackendError(f"an ensemble of several --weights takes .pt files only, got {list(map(str, w))}")
         self.format = "PyTorch" if isinstance(w, (list, tuple)) else model_format(w)
         self.device, self.fp16 = torch.device(device), fp16
         self.pt, self.jit = self.format == "PyTorch", self.format == "TorchScript"

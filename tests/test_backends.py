@@ -218,3 +218,14 @@ def test_attention_variant_runs_in_onnx_and_openvino(variant, tmp_path):
         ref = DetectMultiBackend(tmp_path / f"{variant}.pt")(x)[0]
     for f in files:
         assert relative_diff(DetectMultiBackend(f)(x)[0], ref) < 1e-5, f
+
+
+def test_ensemble_takes_pt_files_only(exported):
+    with pytest.raises(BackendError, match="an ensemble of several --weights takes .pt files only"):
+        DetectMultiBackend([str(exported["static"][0]), str(exported["static"][2])])
+    m = DetectMultiBackend([str(exported["static"][0]), str(exported["dynamic"][0])])
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        y, _ = m(x)
+        single = DetectMultiBackend(exported["static"][0])(x)[0]
+    assert torch.allclose(y, torch.cat([single, single], 1))  # the same weights twice: detections concatenated
