@@ -234,8 +234,9 @@ def timed_export(prefix, export_fn):
 
 def load_export_model(weights, cfg, device):
     """A fused float32 model and the path the exported files are named after."""
-    if bool(weights) == bool(cfg):
+    if weights and cfg:
         raise ValueError("export.py: pass exactly one of --weights W.pt or --cfg model.yaml")
+    weights = weights or ("" if cfg else ROOT / "yolov5s.pt")  # v6.1's default weights
     if cfg:
         model = Model(cfg).to(device).fuse()
         return model, Path.cwd() / f"{Path(cfg).stem}.pt"
@@ -337,7 +338,7 @@ def fmt_name(fmt):
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript, ONNX and OpenVINO")
-    parser.add_argument("--weights", type=str, default=None, help="model.pt path (or a v6.1 name: yolov5s.pt)")
+    parser.add_argument("--weights", type=str, default=None, help="model.pt path or a v6.1 name (default yolov5s.pt)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml: random-init model instead of --weights")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")

@@ -148,3 +148,18 @@ def test_offline_pretrained_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr("utils.downloads.RETRIES", 1)
     with pytest.raises(ConnectionError, match=r"http://127.0.0.1:9/yolov5s.pt by hand"):
         torch.hub.load(str(ROOT), "yolov5s", source="local", verbose=False)
+
+
+def test_custom_runs_exported_files(model, tmp_path):
+    from export import run as export
+
+    shutil.copy(WEIGHTS, tmp_path / "s.pt")
+    shutil.copy(WEIGHTS, tmp_path / "d.pt")
+    (static,) = export(weights=tmp_path / "s.pt", include=["onnx"], imgsz=320)
+    (dynamic,) = export(weights=tmp_path / "d.pt", include=["openvino"], imgsz=320, dynamic=True)
+    ref = model(str(IMAGE), size=320).xyxy[0]
+    for f in static, dynamic:
+        m = torch.hub.load(str(ROOT), "custom", path=str(f), source="local", verbose=False)
+        r = m([str(IMAGE), str(IMAGE)], size=320)  # a static batch-1 export gets the images one at a time
+        assert r.names == ["raccoon"] and [len(d) for d in r.xyxy] == [2, 2], f
+    assert (r.xyxy[0] - ref).abs().max() < 1.0  # the dynamic export sees the .pt's input: same boxes
