@@ -231,3 +231,13 @@ def test_detect_url_source_is_downloaded_into_cwd(weights_server, tmp_path, monk
     assert len((save_dir / 'labels' / 'r.txt').read_text().splitlines()) == 2  # the two raccoons
     with pytest.raises(ConnectionError, match='HTTP Error 404'):
         detect.run(weights=weights, source=f'{url}/missing.jpg', imgsz=320, project=tmp_path)
+
+
+def test_backend_weights_url_404_is_one_clear_line(weights_server, tmp_path, monkeypatch):
+    from models.backends import DetectMultiBackend
+
+    url, _ = weights_server
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConnectionError, match=r'^download of .*/nope\.pt to nope\.pt failed: HTTP Error 404: File not '
+                                              r'found\. Download it by hand to .*nope\.pt and pass that path instead\.$'):
+        DetectMultiBackend(f'{url}/nope.pt')
