@@ -238,6 +238,7 @@ def test_backend_weights_url_404_is_one_clear_line(weights_server, tmp_path, mon
 
     url, _ = weights_server
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConnectionError, match=r'^download of .*/nope\.pt to nope\.pt failed: HTTP Error 404: File not '
-                                              r'found\. Download it by hand to .*nope\.pt and pass that path instead\.$'):
+    one_line = (r'^download of .*/nope\.pt to nope\.pt failed: HTTP Error 404: File not found\. '
+                r'Download it by hand to .*nope\.pt and pass that path instead\.$')
+    with pytest.raises(ConnectionError, match=one_line):
         DetectMultiBackend(f'{url}/nope.pt')
