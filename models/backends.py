@@ -171,7 +171,9 @@ def _load_onnx(w, device, fp16, threads):
     inp = session.get_inputs()[0]
     meta["shape"] = inp.shape if all(isinstance(d, int) for d in inp.shape) else None
     dtype = np.float16 if "float16" in inp.type else np.float32
-    out = session.get_outputs()[0].name
+    out = session.get_outputs()[0]
+    meta.setdefault("nc", out.shape[-1] - 5 if isinstance(out.shape[-1], int) else None)
+    out = out.name
     return lambda x: session.run([out], {inp.name: x.astype(dtype)})[0], meta
 
 
@@ -202,7 +204,8 @@ def _load_openvino(w, device, fp16, threads):
     except RuntimeError as e:
         raise BackendError(f"{xml}: not a readable OpenVINO model: {str(e).splitlines()[0]}") from None
     meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
-    shape = model.inputs[0].get_partial_shape()
+    shape, no = model.inputs[0].get_partial_shape(), model.outputs[0].get_partial_shape()[-1]
+    meta.setdefault("nc", no.get_length() - 5 if no.is_static else None)
     meta["shape"] = None if shape.is_dynamic else [d.get_length() for d in shape]
     config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
     compiled = ov.Core().compile_model(model, "CPU", config)  # f32: not bf16 on AMX CPUs
