@@ -13,8 +13,10 @@ ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`
 OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
                            yolov5s_int8_openvino_model/ with --int8 (nncf post-training quantization)
 
-The other v6.1 formats (engine, coreml, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
-Every exported file runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx
+CoreML       coreml        yolov5s.mlmodel           Apple devices only (image input `image`; stride, names in its metadata)
+
+The other v6.1 formats (engine, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
+Every exported file but CoreML runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx
 With --cfg the files are named after the yaml and written to the current folder.
 """
 import argparse
@@ -43,10 +45,9 @@ from utils.general import LOGGER, check_img_size, colorstr, file_size, print_arg
 from utils.sources import LoadImages  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
-FORMATS = ("torchscript", "onnx", "openvino")  # export order
+FORMATS = ("torchscript", "onnx", "openvino", "coreml")  # export order
 REFUSED = {
     "engine": "TensorRT needs an NVIDIA GPU with the tensorrt package",
-    "coreml": "CoreML (coremltools) models cannot run predictions on Linux, so they could not be checked here",
     "saved_model": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
     "pb": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
     "tflite": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
@@ -220,6 +221,24 @@ def calibration_images(data, imgsz, batch_size, n=300):
     return images
 
 
+def export_coreml(model, im, file, prefix=colorstr("CoreML:")):
+    """Convert the traced model to a CoreML neural network (image input `image`, 0..255 RGB) as in v6.1."""
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise ImportError("--include coreml needs the coremltools package: pip install coremltools") from None
+    LOGGER.info(f"\n{prefix} starting export with coremltools {ct.__version__}...")
+    f = file.with_suffix(".mlmodel")
+    with quiet_tracing():
+        ts = torch.jit.trace(DecodedOutput(model), im, strict=False, check_trace=False)
+        warnings.filterwarnings("ignore", message="Output, .* has been renamed", category=UserWarning)
+        ct_model = ct.convert(ts, inputs=[ct.ImageType("image", shape=im.shape, scale=1 / 255, bias=[0, 0, 0])],
+                              convert_to="neuralnetwork")
+    ct_model.user_defined_metadata.update({k: json.dumps(v) for k, v in export_metadata(model).items()})
+    ct_model.save(str(f))
+    return f
+
+
 def timed_export(prefix, export_fn):
     """Run one exporter; log its time and file size, or its failure (other formats still run, as in v6.1)."""
     t = time.time()
@@ -283,8 +302,8 @@ def check_options(include, imgsz, batch_size, device, half, optimize, train, int
         raise ValueError("export.py: --int8 quantizes the OpenVINO export: add --include openvino")
     if int8 and half:
         raise ValueError("export.py: pass one of --int8 and --half")
-    if train and "openvino" in include:
-        raise ValueError("export.py: --train exports raw per-level maps, which OpenVINO inference cannot decode")
+    if train and ("openvino" in include or "coreml" in include):
+        raise ValueError("export.py: --train exports raw per-level maps: only torchscript and onnx take it")
     return include, imgsz, device
 
 
@@ -322,18 +341,20 @@ def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", incl
         "torchscript": lambda prefix: export_torchscript(model, im, file, optimize, dynamic, prefix=prefix),
         "onnx": lambda prefix: export_onnx(model, im, file, opset, train, dynamic, simplify, prefix=prefix),
         "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, int8_images, prefix=prefix),
+        "coreml": lambda prefix: export_coreml(model, im, file, prefix=prefix),
     }
     wanted = set(include) | ({"onnx"} if "openvino" in include else set())  # OpenVINO converts the ONNX file
     files = {fmt: timed_export(colorstr(f"{fmt_name(fmt)}:"), exporters[fmt]) for fmt in FORMATS if fmt in wanted}
     files = [f for fmt, f in files.items() if f and fmt in include]
-    if files:
-        LOGGER.info(closing_hints(files, t))
+    runnable = [f for f in files if f.suffix != ".mlmodel"]  # CoreML runs on Apple devices, not in detect.py here
+    if runnable:
+        LOGGER.info(closing_hints(runnable, t))
     return files
 
 
 def fmt_name(fmt):
     """Display name of an --include value."""
-    return {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}[fmt]
+    return {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO", "coreml": "CoreML"}[fmt]
 
 
 def parse_opt(argv=None):

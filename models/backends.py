@@ -21,7 +21,8 @@ FORMATS = {  # name: (export.py --include, file suffix, runtime package)
 }
 REFUSED = {  # v6.1 formats this project neither writes nor runs, and why
     ".engine": "TensorRT needs an NVIDIA GPU and the tensorrt package",
-    ".mlmodel": "CoreML models cannot run predictions on Linux",
+    ".mlmodel": "CoreML models run on Apple devices (coremltools cannot run predictions elsewhere)",
+    ".mlpackage": "CoreML models run on Apple devices (coremltools cannot run predictions elsewhere)",
     "_saved_model": "TensorFlow SavedModel is not supported (TensorFlow is not a dependency)",
     ".pb": "TensorFlow GraphDef is not supported (TensorFlow is not a dependency)",
     ".tflite": "TFLite is not supported (TensorFlow is not a dependency)",
