@@ -80,7 +80,7 @@ def test_formats_and_re_export():
 
 @pytest.mark.parametrize("name, message", [
     ("model.tflite", "TFLite is not supported"),
-    ("model.mlmodel", "cannot run predictions on Linux"),
+    ("model.mlmodel", r"CoreML models run on Apple devices \(coremltools cannot run predictions elsewhere\)"),
     ("model.engine", "TensorRT needs an NVIDIA GPU"),
     ("model.h5", r"unknown model format '\.h5'; expected one of \.pt, \.torchscript, \.onnx, _openvino_model"),
 ])
