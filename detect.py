@@ -254,7 +254,8 @@ def parse_opt(argv=None):
     has_default = DEFAULT_SOURCE.exists()
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
-    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="(optional) dataset.yaml path")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml",
+                        help="(optional) dataset.yaml: class names for model files without them")
     parser.add_argument("--source", type=str, default=DEFAULT_SOURCE if has_default else None, required=not has_default,
                         help="file/dir/glob/video/.txt list of paths, 0 for webcam, or a stream URL")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")

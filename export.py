@@ -3,16 +3,20 @@
 Usage:
     python export.py --weights yolov5s.pt --include torchscript onnx openvino --img 640 640 --batch-size 1
     python export.py --weights yolov5n.pt --include onnx --dynamic --simplify --opset 12
+    python export.py --weights best.pt --include openvino --int8 --data data.yaml   # INT8, calibrated on train images
     python export.py --cfg yolov5n_SE.yaml --include onnx     # this project's extra: a random-init model from a yaml
 
 Format       --include     file                      runs with
 PyTorch      -             yolov5s.pt                torch
 TorchScript  torchscript   yolov5s.torchscript       torch (config.txt extra file: shape, stride, names as JSON)
-ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`, metadata stride, names)
+ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`; stride, names)
 OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
+                           yolov5s_int8_openvino_model/ with --int8 (nncf post-training quantization)
 
-The other v6.1 formats (engine, coreml, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
-Every exported file runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx
+CoreML       coreml        yolov5s.mlmodel           Apple devices only (image input `image`; stride, names in its metadata)
+
+The other v6.1 formats (engine, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
+Every exported file but CoreML runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx
 With --cfg the files are named after the yaml and written to the current folder.
 """
 import argparse
@@ -24,6 +28,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import yaml
@@ -35,14 +40,14 @@ if str(ROOT) not in sys.path:
 
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Detect, Model  # noqa: E402
-from utils.downloads import attempt_download  # noqa: E402
+from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
+from utils.sources import LoadImages  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
-FORMATS = ("torchscript", "onnx", "openvino")  # export order
+FORMATS = ("torchscript", "onnx", "openvino", "coreml")  # export order
 REFUSED = {
     "engine": "TensorRT needs an NVIDIA GPU with the tensorrt package",
-    "coreml": "CoreML (coremltools) models cannot run predictions on Linux, so they could not be checked here",
     "saved_model": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
     "pb": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
     "tflite": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
@@ -170,20 +175,68 @@ def simplify_onnx(model_onnx, prefix):
     return model_onnx
 
 
-def export_openvino(file, metadata, half=False, prefix=colorstr("OpenVINO:")):
-    """Convert the exported ONNX file to OpenVINO IR (<stem>_openvino_model/<stem>.xml/.bin + metadata.yaml)."""
+def export_openvino(file, metadata, half=False, int8_images=None, prefix=colorstr("OpenVINO:")):
+    """Convert the exported ONNX file to OpenVINO IR (<stem>_openvino_model/<stem>.xml/.bin + metadata.yaml).
+
+    With int8_images (calibration batches), weights and activations are quantized to INT8 by NNCF post-training
+    quantization into <stem>_int8_openvino_model/."""
     try:
         import openvino as ov
     except ImportError:
         raise ImportError("--include openvino needs the openvino package: pip install openvino") from None
     LOGGER.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
-    d = file.parent / f"{file.stem}_openvino_model"
+    d = file.parent / f"{file.stem}_{'int8_' if int8_images is not None else ''}openvino_model"
+    ov_model = ov.convert_model(str(file.with_suffix(".onnx")))
+    if int8_images is not None:
+        ov_model = quantize_int8(ov_model, int8_images, prefix)
     d.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.convert_model(str(file.with_suffix(".onnx"))), str(d / f"{file.stem}.xml"),
-                  compress_to_fp16=half)
+    ov.save_model(ov_model, str(d / f"{file.stem}.xml"), compress_to_fp16=half)
     with open(d / "metadata.yaml", "w") as f:
         yaml.safe_dump(metadata, f, sort_keys=False)
     return d
+
+
+def quantize_int8(ov_model, images, prefix):
+    """NNCF post-training INT8 quantization calibrated on images (a list of float32 NCHW arrays in 0..1)."""
+    try:
+        import nncf
+    except ImportError:
+        raise ImportError("--int8 needs the nncf package: pip install nncf") from None
+    LOGGER.info(f"{prefix} quantizing to INT8 with nncf {nncf.__version__} on {len(images)} calibration images...")
+    return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
+                         subset_size=len(images))
+
+
+def calibration_images(data, imgsz, batch_size, n=300):
+    """Up to n images of the --data train split (as v6.1's TFLite INT8), letterboxed, as float32 NCHW arrays."""
+    train = check_dataset(data)["train"]
+    images = []
+    for v in train if isinstance(train, list) else [train]:
+        for _, im, *_ in LoadImages(v, img_size=imgsz, auto=False):
+            images.append((im[None].astype(np.float32) / 255).repeat(batch_size, 0))
+            if len(images) == n:
+                return images
+    if not images:
+        raise ValueError(f"export.py: --int8 found no calibration images in the train split of {data}")
+    return images
+
+
+def export_coreml(model, im, file, prefix=colorstr("CoreML:")):
+    """Convert the traced model to a CoreML neural network (image input `image`, 0..255 RGB) as in v6.1."""
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise ImportError("--include coreml needs the coremltools package: pip install coremltools") from None
+    LOGGER.info(f"\n{prefix} starting export with coremltools {ct.__version__}...")
+    f = file.with_suffix(".mlmodel")
+    with quiet_tracing():
+        ts = torch.jit.trace(DecodedOutput(model), im, strict=False, check_trace=False)
+        warnings.filterwarnings("ignore", message="Output, .* has been renamed", category=UserWarning)
+        ct_model = ct.convert(ts, inputs=[ct.ImageType("image", shape=im.shape, scale=1 / 255, bias=[0, 0, 0])],
+                              convert_to="neuralnetwork")
+    ct_model.user_defined_metadata.update({k: json.dumps(v) for k, v in export_metadata(model).items()})
+    ct_model.save(str(f))
+    return f
 
 
 def timed_export(prefix, export_fn):
@@ -200,8 +253,9 @@ def timed_export(prefix, export_fn):
 
 def load_export_model(weights, cfg, device):
     """A fused float32 model and the path the exported files are named after."""
-    if bool(weights) == bool(cfg):
+    if weights and cfg:
         raise ValueError("export.py: pass exactly one of --weights W.pt or --cfg model.yaml")
+    weights = weights or ("" if cfg else ROOT / "yolov5s.pt")  # v6.1's default weights
     if cfg:
         model = Model(cfg).to(device).fuse()
         return model, Path.cwd() / f"{Path(cfg).stem}.pt"
@@ -231,7 +285,7 @@ def has_xnnpack():
     return torch.backends.xnnpack.enabled
 
 
-def check_options(include, imgsz, batch_size, device, half, optimize, train):
+def check_options(include, imgsz, batch_size, device, half, optimize, train, int8=False):
     """Validated formats, [h, w] and device; ValueError with one line for impossible combinations."""
     include = check_formats(include)
     imgsz = check_export_size(imgsz)
@@ -244,8 +298,12 @@ def check_options(include, imgsz, batch_size, device, half, optimize, train):
         raise ValueError("export.py: --optimize needs a torch build with XNNPACK (mobile optimizer); this one has none")
     if optimize and half:
         raise ValueError("export.py: --optimize is for CPU (mobile) models, it cannot be combined with --half")
-    if train and "openvino" in include:
-        raise ValueError("export.py: --train exports raw per-level maps, which OpenVINO inference cannot decode")
+    if int8 and "openvino" not in include:
+        raise ValueError("export.py: --int8 quantizes the OpenVINO export: add --include openvino")
+    if int8 and half:
+        raise ValueError("export.py: pass one of --int8 and --half")
+    if train and ("openvino" in include or "coreml" in include):
+        raise ValueError("export.py: --train exports raw per-level maps: only torchscript and onnx take it")
     return include, imgsz, device
 
 
@@ -262,10 +320,11 @@ def closing_hints(files, t):
 
 @torch.no_grad()
 def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
-        half=False, inplace=False, train=False, optimize=False, dynamic=False, simplify=False, opset=12):
+        half=False, inplace=False, train=False, optimize=False, int8=False, dynamic=False, simplify=False, opset=12,
+        data=ROOT / "data/coco128.yaml"):
     """Export --weights (or a random-init --cfg model) to the --include formats; returns the files written."""
     t = time.time()
-    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train)
+    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train, int8)
     model, file = load_export_model(weights, cfg, device)
     check_names(model, cfg or weights)
     imgsz = check_img_size(imgsz, s=int(max(model.stride)))
@@ -277,27 +336,30 @@ def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", incl
         y = model(im)
     source = f"{cfg} (random init)" if cfg else f"{file} ({file_size(file):.1f} MB)"
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {source} with output shape {tuple(y[0].shape)}")
+    int8_images = calibration_images(data, imgsz, batch_size) if int8 else None
     exporters = {
         "torchscript": lambda prefix: export_torchscript(model, im, file, optimize, dynamic, prefix=prefix),
         "onnx": lambda prefix: export_onnx(model, im, file, opset, train, dynamic, simplify, prefix=prefix),
-        "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, prefix=prefix),
+        "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, int8_images, prefix=prefix),
+        "coreml": lambda prefix: export_coreml(model, im, file, prefix=prefix),
     }
     wanted = set(include) | ({"onnx"} if "openvino" in include else set())  # OpenVINO converts the ONNX file
     files = {fmt: timed_export(colorstr(f"{fmt_name(fmt)}:"), exporters[fmt]) for fmt in FORMATS if fmt in wanted}
     files = [f for fmt, f in files.items() if f and fmt in include]
-    if files:
-        LOGGER.info(closing_hints(files, t))
+    runnable = [f for f in files if f.suffix != ".mlmodel"]  # CoreML runs on Apple devices, not in detect.py here
+    if runnable:
+        LOGGER.info(closing_hints(runnable, t))
     return files
 
 
 def fmt_name(fmt):
     """Display name of an --include value."""
-    return {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}[fmt]
+    return {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO", "coreml": "CoreML"}[fmt]
 
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript, ONNX and OpenVINO")
-    parser.add_argument("--weights", type=str, default=None, help="model.pt path (or a v6.1 name: yolov5s.pt)")
+    parser.add_argument("--weights", type=str, default=None, help="model.pt path or a v6.1 name (default yolov5s.pt)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml: random-init model instead of --weights")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")
@@ -306,6 +368,8 @@ def parse_opt(argv=None):
     parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     parser.add_argument("--train", action="store_true", help="model.train() mode: export the raw per-level maps")
     parser.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
+    parser.add_argument("--int8", action="store_true", help="OpenVINO: INT8 quantization (nncf), calibrated on --data")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml: --int8 calibration")
     parser.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch and size")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim")
     parser.add_argument("--opset", type=int, default=12, help="ONNX: opset version")

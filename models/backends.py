@@ -21,7 +21,8 @@ FORMATS = {  # name: (export.py --include, file suffix, runtime package)
 }
 REFUSED = {  # v6.1 formats this project neither writes nor runs, and why
     ".engine": "TensorRT needs an NVIDIA GPU and the tensorrt package",
-    ".mlmodel": "CoreML models cannot run predictions on Linux",
+    ".mlmodel": "CoreML models run on Apple devices (coremltools cannot run predictions elsewhere)",
+    ".mlpackage": "CoreML models run on Apple devices (coremltools cannot run predictions elsewhere)",
     "_saved_model": "TensorFlow SavedModel is not supported (TensorFlow is not a dependency)",
     ".pb": "TensorFlow GraphDef is not supported (TensorFlow is not a dependency)",
     ".tflite": "TFLite is not supported (TensorFlow is not a dependency)",
@@ -95,15 +96,18 @@ def names_from_data(data):
 class DetectMultiBackend(nn.Module):
     """A YOLOv5 detector from a .pt, .torchscript, .onnx or *_openvino_model/ file, called like the PyTorch Model."""
 
-    def __init__(self, weights="yolov5s.pt", device=torch.device("cpu"), data=None, fp16=False):
+    def __init__(self, weights="yolov5s.pt", device=torch.device("cpu"), data=None, fp16=False, threads=None):
+        """threads: CPU threads of ONNX Runtime / OpenVINO (None: the runtime's default; torch's is global)."""
         super().__init__()
         w = weights[0] if isinstance(weights, (list, tuple)) and len(weights) == 1 else weights
+        if isinstance(w, (list, tuple)) and any(model_format(x) != "PyTorch" for x in w):
+            raise BackendError(f"an ensemble of several --weights takes .pt files only, got {list(map(str, w))}")
         self.format = "PyTorch" if isinstance(w, (list, tuple)) else model_format(w)
         self.device, self.fp16 = torch.device(device), fp16
         self.pt, self.jit = self.format == "PyTorch", self.format == "TorchScript"
         self.onnx, self.xml = self.format == "ONNX", self.format == "OpenVINO"
         loader = {"PyTorch": _load_pt, "TorchScript": _load_torchscript, "ONNX": _load_onnx, "OpenVINO": _load_openvino}
-        runner, meta = loader[self.format](w, self.device, fp16)
+        runner, meta = loader[self.format](w, self.device, fp16, threads)
         self.model = runner if isinstance(runner, nn.Module) else None  # the torch module (.pt, TorchScript)
         self.runner = None if self.model is not None else runner  # numpy in, numpy out (ONNX, OpenVINO)
         self.stride = max(int(meta.get("stride", 32)), 32)
@@ -137,7 +141,7 @@ class DetectMultiBackend(nn.Module):
         self.forward(torch.zeros(*shape, device=self.device, dtype=torch.half if self.fp16 and self.pt else None))
 
 
-def _load_pt(w, device, fp16):
+def _load_pt(w, device, fp16, threads):
     w = [attempt_download(x) for x in w] if isinstance(w, (list, tuple)) else attempt_download(w)
     model = attempt_load(w, map_location=device)
     model.half() if fp16 else model.float()
@@ -152,7 +156,7 @@ def _missing(w):
     return str(w)
 
 
-def _load_torchscript(w, device, fp16):
+def _load_torchscript(w, device, fp16, threads):
     LOGGER.info(f"Loading {w} for TorchScript inference...")
     extra = {"config.txt": ""}
     try:
@@ -166,13 +170,13 @@ def _load_torchscript(w, device, fp16):
     return (model.half() if fp16 else model.float()).eval(), meta
 
 
-def _load_onnx(w, device, fp16):
+def _load_onnx(w, device, fp16, threads):
     LOGGER.info(f"Loading {w} for ONNX Runtime inference...")
     ort = require("onnxruntime", w)
     cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(_missing(w), providers=providers)
+        session = ort.InferenceSession(_missing(w), sess_options=_ort_options(ort, threads), providers=providers)
     except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
             ort.capi.onnxruntime_pybind11_state.InvalidGraph) as e:
         raise BackendError(f"{w}: not a readable ONNX model: {str(e).splitlines()[0]}") from None
@@ -180,8 +184,19 @@ def _load_onnx(w, device, fp16):
     inp = session.get_inputs()[0]
     meta["shape"] = inp.shape if all(isinstance(d, int) for d in inp.shape) else None
     dtype = np.float16 if "float16" in inp.type else np.float32
-    out = session.get_outputs()[0].name
+    out = session.get_outputs()[0]
+    meta.setdefault("nc", out.shape[-1] - 5 if isinstance(out.shape[-1], int) else None)
+    out = out.name
     return lambda x: session.run([out], {inp.name: x.astype(dtype)})[0], meta
+
+
+def _ort_options(ort, threads):
+    """Session options: a fixed thread count without spin-waiting (idle threads would steal shared cores)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def _openvino_files(w):
@@ -193,7 +208,7 @@ def _openvino_files(w):
     return xml, xml.parent / OPENVINO_META
 
 
-def _load_openvino(w, device, fp16):
+def _load_openvino(w, device, fp16, threads):
     LOGGER.info(f"Loading {w} for OpenVINO inference...")
     ov = require("openvino", w)
     xml, meta_file = _openvino_files(w)
@@ -202,7 +217,9 @@ def _load_openvino(w, device, fp16):
     except RuntimeError as e:
         raise BackendError(f"{xml}: not a readable OpenVINO model: {str(e).splitlines()[0]}") from None
     meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
-    shape = model.inputs[0].get_partial_shape()
+    shape, no = model.inputs[0].get_partial_shape(), model.outputs[0].get_partial_shape()[-1]
+    meta.setdefault("nc", no.get_length() - 5 if no.is_static else None)
     meta["shape"] = None if shape.is_dynamic else [d.get_length() for d in shape]
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not bf16 on AMX CPUs
+    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    compiled = ov.Core().compile_model(model, "CPU", config)  # f32: not bf16 on AMX CPUs
     return lambda x: compiled(x)[compiled.output(0)], meta

@@ -78,7 +78,7 @@ def test_formats():
 
 @pytest.mark.parametrize("name, message", [
     ("model.tflite", "TFLite is not supported"),
-    ("model.mlmodel", "cannot run predictions on Linux"),
+    ("model.mlmodel", r"CoreML models run on Apple devices \(coremltools cannot run predictions elsewhere\)"),
     ("model.engine", "TensorRT needs an NVIDIA GPU"),
     ("model.h5", r"unknown model format '\.h5'; expected one of \.pt, \.torchscript, \.onnx, _openvino_model"),
 ])
@@ -113,7 +113,7 @@ def test_names_from_data_yaml_when_the_file_has_none(exported, tmp_path):
     model_onnx = onnx.load(str(exported["static"][2]))
     del model_onnx.metadata_props[:]
     onnx.save(model_onnx, str(f))
-    assert DetectMultiBackend(f).names[:3] == ["class0", "class1", "class2"]
+    assert DetectMultiBackend(f).names == ["class0", "class1"]  # class count from the output's 5 + nc columns
     data = tmp_path / "d.yaml"
     data.write_text(yaml.safe_dump({"nc": 2, "names": ["cat", "dog"]}))
     assert DetectMultiBackend(f, data=str(data)).names == ["cat", "dog"]
@@ -216,3 +216,14 @@ def test_attention_variant_runs_in_onnx_and_openvino(variant, tmp_path):
         ref = DetectMultiBackend(tmp_path / f"{variant}.pt")(x)[0]
     for f in files:
         assert relative_diff(DetectMultiBackend(f)(x)[0], ref) < 1e-5, f
+
+
+def test_ensemble_takes_pt_files_only(exported):
+    with pytest.raises(BackendError, match="an ensemble of several --weights takes .pt files only"):
+        DetectMultiBackend([str(exported["static"][0]), str(exported["static"][2])])
+    m = DetectMultiBackend([str(exported["static"][0]), str(exported["dynamic"][0])])
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        y, _ = m(x)
+        single = DetectMultiBackend(exported["static"][0])(x)[0]
+    assert torch.allclose(y, torch.cat([single, single], 1))  # the same weights twice: detections concatenated

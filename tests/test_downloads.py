@@ -1,6 +1,10 @@
 """check_dataset (paths, names, auto-download by zip URL / bash / python script), downloads, data yamls."""
 import functools
+import os
+import subprocess
+import sys
 import http.server
+import shutil
 import threading
 import zipfile
 from contextlib import contextmanager
@@ -195,3 +199,46 @@ def test_shapes_yaml_download_generates_the_bundled_dataset(tmp_path):
     d = check_dataset({**data, 'path': str(tmp_path / 'shapes')})
     assert len(list(Path(d['train']).glob('*.jpg'))) == 240 and len(list(Path(d['val']).glob('*.jpg'))) == 60
     assert len(list((tmp_path / 'shapes' / 'labels' / 'val').glob('*.txt'))) == 60
+
+
+def test_detect_without_arguments_is_v61_and_offline_says_what_to_pass(tmp_path):
+    import detect
+
+    opt = detect.parse_opt([])
+    assert Path(opt.weights) == ROOT / 'yolov5s.pt' and Path(opt.source) == ROOT / 'data' / 'images'
+    assert sorted(p.name for p in (ROOT / 'data' / 'images').iterdir()) == ['bus.jpg', 'zidane.jpg']
+    if (ROOT / 'yolov5s.pt').exists():
+        pytest.skip('yolov5s.pt was downloaded into the repo: detect.py would run instead of failing')
+    env = {**os.environ, 'YOLOV5_RELEASE_URL': 'http://127.0.0.1:9/v6.1'}
+    r = subprocess.run([sys.executable, str(ROOT / 'detect.py')], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if 'ERROR' in line or 'Traceback' in line]
+    assert r.returncode == 1 and len(errors) == 1, r.stdout + r.stderr
+    assert 'http://127.0.0.1:9/v6.1/yolov5s.pt by hand' in errors[0] and '--weights path/to/model.pt' in errors[0]
+    assert not list(ROOT.glob('.yolov5s.pt.*'))  # no temp file left in the repo
+
+
+def test_detect_url_source_is_downloaded_into_cwd(weights_server, tmp_path, monkeypatch):
+    import detect
+
+    url, srv = weights_server
+    shutil.copy(ROOT / 'tests' / 'data' / 'raccoon-102.jpg', srv / 'r.jpg')
+    (tmp_path / 'cwd').mkdir()
+    monkeypatch.chdir(tmp_path / 'cwd')
+    weights = ROOT / 'tests' / 'data' / 'raccoon_yolov5n_best.pt'
+    save_dir = detect.run(weights=weights, source=f'{url}/r.jpg', imgsz=320, project=tmp_path, save_txt=True)
+    assert (tmp_path / 'cwd' / 'r.jpg').read_bytes() == (srv / 'r.jpg').read_bytes()
+    assert len((save_dir / 'labels' / 'r.txt').read_text().splitlines()) == 2  # the two raccoons
+    with pytest.raises(ConnectionError, match='HTTP Error 404'):
+        detect.run(weights=weights, source=f'{url}/missing.jpg', imgsz=320, project=tmp_path)
+
+
+def test_backend_weights_url_404_is_one_clear_line(weights_server, tmp_path, monkeypatch):
+    from models.backends import DetectMultiBackend
+
+    url, _ = weights_server
+    monkeypatch.chdir(tmp_path)
+    one_line = (r'^download of .*/nope\.pt to nope\.pt failed: HTTP Error 404: File not found\. '
+                r'Download it by hand to .*nope\.pt and pass that path instead\.$')
+    with pytest.raises(ConnectionError, match=one_line):
+        DetectMultiBackend(f'{url}/nope.pt')

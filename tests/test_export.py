@@ -109,9 +109,9 @@ def test_torchscript_round_trip(n2_weights):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"include": ["tflite"]}, "--include tflite is not available: TensorFlow formats are not supported"),
-    ({"include": ["coreml"]}, "--include coreml is not available: CoreML .* cannot run predictions on Linux"),
+    ({"include": ["saved_model"]}, "--include saved_model is not available: TensorFlow formats"),
     ({"include": ["onnx", "paddle"]}, "invalid --include paddle"),
-    ({"train": True, "include": ["openvino"]}, "OpenVINO inference cannot decode"),
+    ({"train": True, "include": ["openvino"]}, "--train exports raw per-level maps: only torchscript and onnx"),
     ({"half": True, "device": "cpu"}, "--half only compatible with GPU export"),
     ({"cfg": "yolov5n.yaml"}, "exactly one of --weights"),
     ({"imgsz": (64, 64, 64)}, "--img takes one or two"),
@@ -182,3 +182,40 @@ def test_optimize_is_mobile_torchscript_or_a_clear_refusal(n2_weights):
     x = torch.rand(1, 3, H, W)
     np.testing.assert_allclose(normalised(torch.jit.load(str(f))(x)[0].numpy(), H, W),
                                normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
+
+
+@pytest.mark.slow
+def test_int8_openvino_is_quantized_and_runs(n2_weights, tiny_data, tmp_path):
+    from models.backends import DetectMultiBackend
+
+    weights = tmp_path / "q.pt"
+    shutil.copy(n2_weights, weights)
+    (f,) = run(weights=weights, include=["openvino"], imgsz=(H, W), int8=True, data=tiny_data)
+    assert f == tmp_path / "q_int8_openvino_model"
+    assert "FakeQuantize" in (f / "q.xml").read_text()  # activations and weights pass through INT8 quantizers
+    x = torch.rand(1, 3, H, W)
+    y, _ = DetectMultiBackend(f)(x)
+    assert y.shape == (1, 3 * (H * W // 64 + H * W // 256 + H * W // 1024), 7) and torch.isfinite(y).all()
+
+
+def test_int8_needs_openvino(n2_weights):
+    with pytest.raises(ValueError, match="--int8 quantizes the OpenVINO export: add --include openvino"):
+        run(weights=n2_weights, include=["onnx"], int8=True)
+
+
+def test_coreml_model_with_image_input_and_metadata(n2_weights, tmp_path):
+    ct = pytest.importorskip("coremltools")
+    from models.backends import BackendError, DetectMultiBackend
+
+    weights = tmp_path / "c.pt"
+    shutil.copy(n2_weights, weights)
+    (f,) = run(weights=weights, include=["coreml"], imgsz=(H, W))
+    assert f == tmp_path / "c.mlmodel"
+    spec = ct.models.MLModel(str(f), skip_model_load=True).get_spec()
+    (inp,) = spec.description.input
+    assert (inp.name, inp.type.imageType.height, inp.type.imageType.width) == ("image", H, W)
+    meta = spec.description.metadata.userDefined
+    assert (json.loads(meta["stride"]), json.loads(meta["names"])) == (32, ["0", "1"])
+    assert spec.neuralNetwork.preprocessing[0].scaler.channelScale == pytest.approx(1 / 255)
+    with pytest.raises(BackendError, match="CoreML models run on Apple devices"):
+        DetectMultiBackend(f)

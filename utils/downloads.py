@@ -49,15 +49,16 @@ def _stream_to(response, f, desc):
 
 
 def _fetch_once(url, file, timeout):
-    """One attempt: stream url into a temp file beside file, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f'.{file.name}.', suffix='.part', dir=file.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
-            _stream_to(r, f, file.name)
-        return Path(tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """One attempt: stream url into a temp file beside file (created only once the server answers)."""
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (a URL the user or a yaml names)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{file.name}.', suffix='.part', dir=file.parent)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                _stream_to(r, f, file.name)
+            return Path(tmp)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _retryable(e):
@@ -123,8 +124,9 @@ def attempt_download(file):
         return str(path)
     if path.name in RELEASE_ASSETS:
         url = release_url(path.name)
-        safe_download(path, url, min_bytes=MIN_WEIGHTS_BYTES,
-                      error_msg=f'Offline? Download {url} by hand to {path.resolve()}, or pass a local .pt.')
+        safe_download(path, url, min_bytes=MIN_WEIGHTS_BYTES, error_msg=f'Offline? Download {url} by hand to '
+                                                                        f'{path.resolve()}, or pass a local file: '
+                                                                        f'--weights path/to/model.pt')
         return str(path)
     raise FileNotFoundError(f'{s} not found (not a local file, an http(s) URL or a YOLOv5 v6.1 release name '
                             f'like yolov5s.pt)')
