@@ -11,10 +11,34 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "tests" / "data"  # mirrors the layout of ../shared; tests/data/README.md says where each file came from
+REFERENCE = SHARED / "reference"
+WEIGHTS = REFERENCE / "raccoon_yolov5n_best.pt"
+RACCOON_VAL = SHARED / "data" / "raccoon" / "images" / "val"  # read only: nothing may write under tests/data
+RACCOON_YAML = None  # a private copy of the raccoon split per session (val.py writes a label cache beside the labels)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 torch.set_num_threads(1)
+
+
+def pytest_sessionstart(session):
+    """Copy the raccoon split under the session's temp dir, so dataset caches are written there, not in tests/data."""
+    global RACCOON_YAML
+    import shutil
+
+    import yaml
+
+    root = session.config._tmp_path_factory.mktemp("raccoon")
+    shutil.copytree(SHARED / "data" / "raccoon", root / "raccoon", ignore=shutil.ignore_patterns("*.cache"))
+    d = yaml.safe_load((SHARED / "data" / "raccoon.yaml").read_text())
+    RACCOON_YAML = root / "raccoon.yaml"
+    RACCOON_YAML.write_text(yaml.safe_dump({**d, "path": str(root / "raccoon")}))
+
+
+@pytest.fixture
+def raccoon_yaml():
+    """The session's private copy of the raccoon dataset yaml (40 val images, also used as train)."""
+    return RACCOON_YAML
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from models.backends import BackendError, DetectMultiBackend, model_format
 from models.yolo import Model
 from utils.checkpoints import save_checkpoint
 
+from conftest import RACCOON_VAL, WEIGHTS
+
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 96, 128
 
@@ -149,25 +151,21 @@ def test_cli_bad_weights_one_line(tmp_path, weights, message):
     assert re.search(message, err[0]), err
 
 
-RACCOON = ROOT / "tests" / "data" / "raccoon_yolov5n_best.pt"  # the v6.1 reference checkpoint (copy)
-RACCOON_DATA = ROOT.parent / "shared" / "data" / "raccoon.yaml"
 
 
 @pytest.fixture(scope="module")
 def raccoon_exports(tmp_path_factory):
     """The raccoon checkpoint and its --dynamic exports (rectangular batches, as val.py feeds the .pt) at 320."""
-    if not RACCOON_DATA.exists():
-        pytest.skip(f"{RACCOON_DATA} is absent: needs the read-only ../shared folder beside the repo")
     d = tmp_path_factory.mktemp("raccoon")
-    shutil.copy(RACCOON, d)
-    files = export(weights=d / RACCOON.name, include=["torchscript", "onnx", "openvino"], imgsz=320, dynamic=True)
-    return [d / RACCOON.name, *files]
+    shutil.copy(WEIGHTS, d)
+    files = export(weights=d / WEIGHTS.name, include=["torchscript", "onnx", "openvino"], imgsz=320, dynamic=True)
+    return [d / WEIGHTS.name, *files]
 
 
-def test_val_map_of_every_format_matches_pt(raccoon_exports, tmp_path):
+def test_val_map_of_every_format_matches_pt(raccoon_exports, raccoon_yaml, tmp_path):
     maps = []
     for f in raccoon_exports:
-        (p, r, map50, map_, *_), _, _ = val.run(data=str(RACCOON_DATA), weights=str(f), imgsz=320, batch_size=32,
+        (p, r, map50, map_, *_), _, _ = val.run(data=str(raccoon_yaml), weights=str(f), imgsz=320, batch_size=32,
                                                 workers=0, project=tmp_path, name=f.name, plots=False)
         maps.append((map50, map_))
     assert maps[0] == pytest.approx((0.948, 0.557), abs=0.001)  # v6.1's val_320.json
@@ -179,7 +177,7 @@ def boxes_in_pixels(save_dir):
     """{image stem: rows (cls, x1, y1, x2, y2, conf) in pixels} from detect.py --save-txt --save-conf labels."""
     out = {}
     for txt in sorted((save_dir / "labels").glob("*.txt")):
-        h, w = cv2.imread(str(RACCOON_DATA.parent / "raccoon" / "images" / "val" / f"{txt.stem}.jpg")).shape[:2]
+        h, w = cv2.imread(str(RACCOON_VAL / f"{txt.stem}.jpg")).shape[:2]
         rows = np.loadtxt(txt, ndmin=2)
         xy, wh = rows[:, 1:3] * (w, h), rows[:, 3:5] * (w, h)
         out[txt.stem] = np.concatenate((rows[:, :1], xy - wh / 2, xy + wh / 2, rows[:, 5:]), 1)
@@ -187,7 +185,7 @@ def boxes_in_pixels(save_dir):
 
 
 def test_detect_boxes_of_every_format_match_pt(raccoon_exports, tmp_path):
-    source = RACCOON_DATA.parent / "raccoon" / "images" / "val"
+    source = RACCOON_VAL
     found = [boxes_in_pixels(detect.run(weights=f, source=source, imgsz=320, project=tmp_path, name=f.name,
                                         save_txt=True, save_conf=True, nosave=True)) for f in raccoon_exports]
     assert len(found[0]) > 30

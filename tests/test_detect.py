@@ -15,10 +15,8 @@ import pytest
 import detect
 from models.experimental import attempt_load
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / "tests" / "data"  # the copy of ../shared the tests need (tests/data/README.md)
-WEIGHTS = SHARED / "reference" / "raccoon_yolov5n_best.pt"
-VAL_DIR = SHARED / "data" / "raccoon" / "images" / "val"
+from conftest import RACCOON_VAL as VAL_DIR
+from conftest import ROOT, WEIGHTS
 LINE = re.compile(r"^image (\d+)/40 (\S+\.jpg): (\d+)x(\d+) (?:(\d+) raccoons?, )?Done\. \(\d+\.\d{3}s\)$")
 
 

@@ -222,7 +222,7 @@ def test_detect_url_source_is_downloaded_into_cwd(weights_server, tmp_path, monk
     import detect
 
     url, srv = weights_server
-    shutil.copy(ROOT / 'tests' / 'data' / 'raccoon-102.jpg', srv / 'r.jpg')
+    shutil.copy(ROOT / 'tests' / 'data' / 'data' / 'raccoon' / 'images' / 'val' / 'raccoon-102.jpg', srv / 'r.jpg')
     (tmp_path / 'cwd').mkdir()
     monkeypatch.chdir(tmp_path / 'cwd')
     weights = ROOT / 'tests' / 'data' / 'raccoon_yolov5n_best.pt'

@@ -14,14 +14,12 @@ from PIL import Image
 
 import detect
 import hubconf
-from conftest import captured_log
+from conftest import RACCOON_VAL, WEIGHTS, captured_log
 from models.autoshape import AutoShape, Detections
 from utils.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data"
-IMAGE = DATA / "raccoon-102.jpg"  # 259x194, two raccoons
-WEIGHTS = DATA / "raccoon_yolov5n_best.pt"
+IMAGE = RACCOON_VAL / "raccoon-102.jpg"  # 259x194, two raccoons
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from models.yolo import Model
 
 from conftest import captured_log
 
-REF = Path(__file__).parent / "data" / "yolov5_v6.1_hub_models.json"  # copy of ../shared/reference's
+REF = Path(__file__).parent / "data" / "reference" / "yolov5_v6.1_hub_models.json"  # copy of ../shared/reference's
 HUB = json.loads(REF.read_text())
 FAST = ["yolov3-tiny", "yolov5-p34", "yolov5s-ghost", "yolov5s-transformer", "yolov5n6", "yolov5s6"]
 CONFIGS = [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in sorted(HUB)]

@@ -11,9 +11,10 @@ from torch.optim import lr_scheduler
 import train
 from utils.train_utils import lr_lambda, smart_optimizer, warmup_iterations
 
-from conftest import ROOT, SHARED
+import conftest
+from conftest import ROOT
 
-REF_LR = json.loads((ROOT / "tests" / "data" / "train_lr_raccoon_3ep.json").read_text())["epochs"]
+REF_LR = json.loads((ROOT / "tests" / "data" / "reference" / "train_lr_raccoon_3ep.json").read_text())["epochs"]
 
 
 def _sig4(x):
@@ -56,7 +57,7 @@ def test_lr_columns_equal_v61_raccoon_3_epochs():
 @pytest.mark.slow
 def test_raccoon_finetune_logs_v61_lrs(tmp_path, ref_weights):
     """The real 3-epoch fine-tune writes v6.1's x/lr0..2 to results.csv."""
-    train.main(train.parse_opt(["--data", str(SHARED / "data" / "raccoon.yaml"), "--cfg", "yolov5n.yaml",
+    train.main(train.parse_opt(["--data", str(conftest.RACCOON_YAML), "--cfg", "yolov5n.yaml",
                                 "--weights", str(ref_weights), "--img", "320", "--epochs", "3", "--batch-size", "16",
                                 "--workers", "2", "--project", str(tmp_path), "--name", "ft"]))
     with open(tmp_path / "ft" / "results.csv") as f:

@@ -6,7 +6,7 @@ import pytest
 import train
 from utils.metrics import fitness
 
-from conftest import SHARED
+import conftest
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_readme_demo_learns_shapes(tmp_path):
 
 def test_raccoon_finetune_keeps_map(tmp_path, ref_weights):
     """Fine-tuning the v6.1 raccoon checkpoint for 3 epochs keeps mAP@.5 >= 0.92 (v6.1 itself: 0.947-0.951)."""
-    train.main(train.parse_opt(["--data", str(SHARED / "data" / "raccoon.yaml"), "--cfg", "yolov5n.yaml",
+    train.main(train.parse_opt(["--data", str(conftest.RACCOON_YAML), "--cfg", "yolov5n.yaml",
                                 "--weights", str(ref_weights), "--img", "320", "--epochs", "3", "--workers", "2",
                                 "--project", str(tmp_path), "--name", "ft"]))
     map50, _ = _best_map50(tmp_path / "ft" / "results.csv")

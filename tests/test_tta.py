@@ -1,10 +1,7 @@
 """Test-time augmentation (models/tta.py): v6.1's scales, flips and level clipping; val/detect --augment."""
-import copy
 import json
 import logging
 import shutil
-import threading
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -16,6 +13,7 @@ from models.tta import clip_augmented, descale_pred, forward_augment, scale_img
 from models.yolo import Model
 from utils.general import LOGGER
 
+import conftest
 from conftest import ROOT, SHARED
 
 VARIANTS = sorted(p.stem.split("_", 1)[1] for p in (ROOT / "models").glob("yolov5_*.yaml"))
@@ -85,12 +83,12 @@ def test_augment_works_for_every_variant(variant):
 
 
 def _val_augment(tmp_path, imgsz):
-    weights, data = SHARED / "reference" / "raccoon_yolov5n_best.pt", SHARED / "data" / "raccoon.yaml"
+    weights, data = SHARED / "reference" / "raccoon_yolov5n_best.pt", conftest.RACCOON_YAML
     if not weights.exists() or not data.exists():
         pytest.skip("needs ../shared (reference checkpoint and raccoon data)")
     (p, r, map50, map_, *_), _, _ = val.run(data=str(data), weights=str(weights), imgsz=imgsz, batch_size=32,
                                              workers=0, project=tmp_path, name="exp", plots=False, augment=True)
-    ref = json.loads((ROOT / "tests" / "data" / f"val_{imgsz}_augment.json").read_text())
+    ref = json.loads((ROOT / "tests" / "data" / "reference" / f"val_{imgsz}_augment.json").read_text())
     assert map50 == pytest.approx(ref["map50"], abs=1e-3)
     assert map_ == pytest.approx(ref["map"], abs=1e-3)
     assert p == pytest.approx(ref["p"], abs=5e-3) and r == pytest.approx(ref["r"], abs=5e-3)

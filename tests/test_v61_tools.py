@@ -1,7 +1,6 @@
 """v6.1's tools: --visualize, --task study, detect --data, AutoBatch, yolo.py --profile, thop GFLOPs, colours."""
 import json
 import logging
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -21,7 +20,7 @@ from utils.general import LOGGER
 from utils.plots import colors, feature_visualization, visualize_features
 from utils.torch_utils import legacy_gflops, profile_layers
 
-from conftest import ROOT, SHARED, captured_log
+from conftest import ROOT, captured_log
 
 
 def _quiet_model(cfg="yolov5n.yaml"):
@@ -69,15 +68,15 @@ def test_detect_visualize_writes_stage_pngs(tmp_path, ref_weights, shared):
     assert len(pngs) == 24 and "stage0_Conv_features.png" in pngs and "stage9_SPPF_features.png" in pngs
 
 
-def test_study_writes_rows_and_plot(tmp_path, monkeypatch, ref_weights, shared):
+def test_study_writes_rows_and_plot(tmp_path, monkeypatch, ref_weights, raccoon_yaml):
     """--task study over a short size range: one row per size, the 320 row equals val.py at 320."""
     monkeypatch.chdir(tmp_path)
-    opt = val.parse_opt(["--weights", str(ref_weights), "--data", str(shared / "data" / "raccoon.yaml"),
+    opt = val.parse_opt(["--weights", str(ref_weights), "--data", str(raccoon_yaml),
                          "--task", "study", "--workers", "0", "--project", str(tmp_path / "runs"), "--exist-ok"])
     files = val.study(opt, x=[256, 320])
     rows = np.loadtxt(files[0])
     assert files[0].name == "study_raccoon_raccoon_yolov5n_best.txt" and rows.shape == (2, 10)
-    ref = json.loads((ROOT / "tests" / "data" / "val_320.json").read_text())
+    ref = json.loads((ROOT / "tests" / "data" / "reference" / "val_320.json").read_text())
     assert rows[1, 2] == pytest.approx(ref["map50"], abs=1e-3) and rows[1, 3] == pytest.approx(ref["map"], abs=1e-3)
     assert (tmp_path / "study.png").stat().st_size > 10000
 

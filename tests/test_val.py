@@ -1,7 +1,6 @@
 """val.py against the YOLOv5 v6.1 reference metrics (raccoon, img 320 and 640) and its output files."""
 import json
 import threading
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,18 +8,14 @@ import pytest
 
 import val
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / "tests" / "data"  # the copy of ../shared the tests need (tests/data/README.md)
-WEIGHTS = SHARED / "reference" / "raccoon_yolov5n_best.pt"
-DATA = SHARED / "data" / "raccoon.yaml"
-VAL_DIR = SHARED / "data" / "raccoon" / "images" / "val"
+import conftest
+from conftest import WEIGHTS
+from conftest import RACCOON_VAL as VAL_DIR
 
 
 def _validate(save_dir, **kwargs):
     """val.run on raccoon val (batch 32) into save_dir/exp; waits for the batch-plot threads."""
-    if not WEIGHTS.exists() or not DATA.exists():
-        pytest.skip("needs ../shared (reference checkpoint and raccoon data)")
-    result = val.run(data=str(DATA), weights=str(WEIGHTS), batch_size=32, workers=0, project=save_dir, name="exp",
+    result = val.run(data=str(conftest.RACCOON_YAML), weights=str(WEIGHTS), batch_size=32, workers=0, project=save_dir, name="exp",
                      **kwargs)
     for t in threading.enumerate():
         if type(t) is threading.Thread and t.daemon:  # plot threads (not tqdm's monitor, a Thread subclass)
