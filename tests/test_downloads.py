@@ -225,7 +225,7 @@ def test_detect_url_source_is_downloaded_into_cwd(weights_server, tmp_path, monk
     shutil.copy(ROOT / 'tests' / 'data' / 'data' / 'raccoon' / 'images' / 'val' / 'raccoon-102.jpg', srv / 'r.jpg')
     (tmp_path / 'cwd').mkdir()
     monkeypatch.chdir(tmp_path / 'cwd')
-    weights = ROOT / 'tests' / 'data' / 'raccoon_yolov5n_best.pt'
+    weights = ROOT / 'tests' / 'data' / 'reference' / 'raccoon_yolov5n_best.pt'
     save_dir = detect.run(weights=weights, source=f'{url}/r.jpg', imgsz=320, project=tmp_path, save_txt=True)
     assert (tmp_path / 'cwd' / 'r.jpg').read_bytes() == (srv / 'r.jpg').read_bytes()
     assert len((save_dir / 'labels' / 'r.txt').read_text().splitlines()) == 2  # the two raccoons
