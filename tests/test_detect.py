@@ -113,6 +113,16 @@ def test_single_file_and_two_value_imgsz(ref_weights, tmp_path):
     assert read_rows(save_dir / "labels" / f"{src.stem}.txt").shape[1:] in ((5,), (0,))
 
 
+def test_extreme_aspect_image_at_small_size(ref_weights, tmp_path):
+    """A 10000x50 image at --img 64 letterboxes to at least one pixel per side instead of a cv2 error."""
+    src = tmp_path / "tall.jpg"
+    cv2.imwrite(str(src), np.full((10000, 50, 3), 200, np.uint8))
+    with captured_log() as lines:
+        save_dir = detect.run(weights=ref_weights, source=src, imgsz=64, project=tmp_path)
+    assert (save_dir / src.name).is_file()
+    assert any(re.match(r"image 1/1 .*tall.jpg: 64x32 ", x) for x in lines), lines
+
+
 def test_glob_and_txt_list_sources(ref_weights, tmp_path):
     """A glob and a .txt list of (relative) paths select exactly the images they name."""
     srcs = copy_images(tmp_path / "src", 3)
