@@ -1,12 +1,17 @@
 """Same command + same --seed = same results.csv, whatever --workers, and a resumed run equals an uninterrupted one."""
 import os
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
 import train
+from benchmarks.compare import best_epoch
 from utils.checkpoints import load_checkpoint, save_checkpoint
 from utils.datasets import create_dataloader, set_loader_epoch
 from utils.general import check_yaml
@@ -14,6 +19,8 @@ from utils.reproducibility import AUGMENT, seeded_rng, set_deterministic
 from utils.train_utils import multi_scale_size
 
 HYP = check_yaml("data/hyps/hyp.scratch-low.yaml")
+README = Path(__file__).resolve().parents[1] / "README.md"
+STATED = re.compile(r"mAP@\.5 (\d\.\d+) ± (\d\.\d+), mAP@\.5:\.95 (\d\.\d+) ± (\d\.\d+)")
 
 
 def _train(data, project, name, *extra):
@@ -91,3 +98,24 @@ def test_resumed_run_equals_uninterrupted(tiny_data, tmp_path):
     save_checkpoint(ckpt, stopped / "weights" / "last.pt")
     train.main(train.parse_opt(["--resume", str(stopped / "weights" / "last.pt")]))
     assert (stopped / "results.csv").read_text() == (full / "results.csv").read_text()
+
+
+def readme_main_command():
+    """The train.py arguments of the README's Quick start command 1 and its stated (mean, std) per mAP, or None."""
+    quick = README.read_text().split("## Quick start")[1].split("\n## ")[0]
+    line = next(ln for ln in quick.splitlines() if "python train.py" in ln)
+    args = shlex.split(line.split("python train.py", 1)[1].split("&&")[0])
+    found = STATED.search(quick)
+    return args, found and [float(x) for x in found.groups()]
+
+
+@pytest.mark.slow
+def test_readme_main_command_gives_stated_map(tmp_path):
+    """Command 1 of the README (seed 0) lands within 3 std of the mAP the README states for seeds 0, 1, 2."""
+    args, stated = readme_main_command()
+    if not stated:
+        pytest.fail("README.md Quick start states no 'mAP@.5 M ± S, mAP@.5:.95 M ± S' for its main command")
+    train.main(train.parse_opt([*args, "--project", str(tmp_path), "--name", "demo", "--exist-ok"]))
+    map50, map_, _ = best_epoch(tmp_path / "demo" / "results.csv")
+    m50, s50, m, s = stated
+    assert abs(map50 - m50) <= 3 * s50 + 0.005 and abs(map_ - m) <= 3 * s + 0.005, (map50, map_, stated)

@@ -18,16 +18,6 @@ def _best_map50(results_csv):
     return best[6], [r[1] + r[2] + r[3] for r in rows]
 
 
-def test_readme_demo_learns_shapes(tmp_path):
-    """The README's main command on the bundled synthetic dataset reaches a mAP@.5 far above chance."""
-    train.main(train.parse_opt(["--data", "shapes.yaml", "--cfg", "yolov5n.yaml", "--weights", "", "--img", "192",
-                                "--epochs", "30", "--batch-size", "16", "--workers", "2",
-                                "--project", str(tmp_path), "--name", "demo"]))
-    map50, losses = _best_map50(tmp_path / "demo" / "results.csv")
-    assert map50 > 0.6  # chance is ~0.005; the README run reaches 0.93
-    assert losses[-1] < losses[0]
-
-
 def test_raccoon_finetune_keeps_map(tmp_path, ref_weights):
     """Fine-tuning the v6.1 raccoon checkpoint for 3 epochs keeps mAP@.5 >= 0.92 (v6.1 itself: 0.947-0.951)."""
     train.main(train.parse_opt(["--data", str(conftest.RACCOON_YAML), "--cfg", "yolov5n.yaml",
