@@ -20,7 +20,7 @@ from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non
                            print_args, scale_coords, xyxy2xywh)
 from utils.plots import Annotator, colors, save_one_box  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
-from utils.torch_utils import select_device, time_sync  # noqa: E402
+from utils.torch_utils import channels_last, select_device, time_sync  # noqa: E402
 
 DEFAULT_SOURCE = ROOT / "data" / "images"  # v6.1's default; not shipped here, so --source is required unless you add it
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
@@ -49,7 +49,7 @@ def check_imshow():
 def load_model(weights, device, half):
     """Fused eval model (an Ensemble for several weights), its stride (at least 32) and class names."""
     weights = [str(w) for w in weights] if isinstance(weights, (list, tuple)) else [str(weights)]
-    model = attempt_load(weights if len(weights) > 1 else weights[0], map_location=device)
+    model = channels_last(attempt_load(weights if len(weights) > 1 else weights[0], map_location=device))
     model.half() if half else model.float()
     stride = max(int(model.stride.max()), 32)
     names = model.module.names if hasattr(model, "module") else model.names

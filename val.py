@@ -24,7 +24,7 @@ from utils.general import (LOGGER, check_img_size, check_yaml, colorstr, increme
                            print_args, scale_coords, xywh2xyxy, xyxy2xywh)
 from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions  # noqa: E402
 from utils.plots import output_to_target, plot_images  # noqa: E402
-from utils.torch_utils import select_device, time_sync  # noqa: E402
+from utils.torch_utils import channels_last, select_device, time_sync  # noqa: E402
 
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
 HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
@@ -93,7 +93,7 @@ class _Run:
 
 
 def _load_model(weights, device, imgsz, half, data):
-    model = attempt_load(weights, map_location=device)
+    model = channels_last(attempt_load(weights, map_location=device))
     stride = max(int(model.stride.max()), 32)
     imgsz = check_img_size(imgsz, s=stride)
     model.half() if half else model.float()

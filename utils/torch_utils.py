@@ -82,6 +82,14 @@ def fuse_conv_and_bn(conv, bn):
     return fused
 
 
+def channels_last(model):
+    """Store every Conv2d weight NHWC, so oneDNN/cuDNN convolutions run (and hand on) NHWC maps; returns model."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
 def intersect_dicts(da, db, exclude=()):
     """Items of da whose key is in db with the same shape, skipping keys containing an excluded word."""
     return {k: v for k, v in da.items() if k in db and not any(x in k for x in exclude) and v.shape == db[k].shape}
