@@ -130,3 +130,20 @@ def test_speed_ratio_direction_and_bad_baseline(tmp_path):
     bad.write_text("{\"figures\": 3}")
     with pytest.raises(ValueError, match="bad.json: not a speed.py --save file"):
         speed.load_baseline(bad)
+
+
+def test_attention_speed_gflops_column_counts_forward_and_backward(capsys):
+    import torch
+
+    from benchmarks import attention_speed
+
+    conv = attention_speed.build_block(attention_speed.PLAIN, 16).train()
+    x = torch.randn(2, 16, 8, 4, requires_grad=True)
+    assert attention_speed.fwd_bwd_flops(conv, x) == 3 * 2 * 16 * 16 * 9 * 2 * 8 * 4  # forward, d input, d weight
+    attention_speed.main(["--img", "32", "--scale", "n", "--runs", "1", "--warmup", "1", "--blocks", "ECA"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    plain = [float(v.split()[-1]) for v in lines[-6].split(": ")[1].split(", ")]
+    assert lines[-6].startswith("plain conv 3x3") and len(plain) == 3 and min(plain) > 0
+    assert lines[-4].startswith("| block | P3 time | P3 memory | P3 GFLOP/s | P4 time")
+    se = [c.strip() for c in lines[-2].strip("|").split("|")]
+    assert se[0] == "SE" and len(se) == 10 and float(se[3]) > 0  # SE's two linear layers are counted
