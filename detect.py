@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:

@@ -39,7 +39,8 @@ from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
-from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
+from utils.torch_utils import (LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, channels_last, de_parallel,  # noqa: E402
+                               select_device)
 from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, RunLock,  # noqa: E402
                                check_counts, check_hyp, is_finite_model, lr_lambda, make_run_dir, multi_scale_size,
                                scaled_shape, smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations,
@@ -101,7 +102,7 @@ class Trainer:
             log_transfer(len(csd), total, new, w)
         else:
             model = Model(opt.cfg, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"))
-        self.model = model.to(self.device)
+        self.model = channels_last(model.to(self.device))
         self._freeze(opt.freeze)
 
     def _freeze(self, freeze):
@@ -357,7 +358,7 @@ class Trainer:
                 LOGGER.info(f"\nValidating {f}...")
                 self.results, _, _ = val.run(
                     self.data, batch_size=self.batch_size // WORLD_SIZE * 2, imgsz=self.imgsz,
-                    model=attempt_load(f, self.device), iou_thres=0.65 if self.is_coco else 0.60,
+                    model=channels_last(attempt_load(f, self.device)), iou_thres=0.65 if self.is_coco else 0.60,
                     single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
                     save_json=self.is_coco, verbose=True, plots=self.plots, compute_loss=self.compute_loss)
         if self.plots and (self.save_dir / "results.csv").exists():

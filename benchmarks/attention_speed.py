@@ -7,7 +7,9 @@ Usage:
 Channels are the yolov5 P3/P4/P5 widths (256/512/1024 at l) times the --scale width multiple. Every zoo block in
 models/registry.py runs; conv replacements (SCConv, SplitAttn, DynamicConv) run as 3x3, stride 1, c -> c. Peak memory
 is the extra CUDA memory allocated on a GPU, or on CPU the extra peak resident memory of a forked process that runs
-only that block (Linux).
+only that block (Linux). GFLOP/s is the block's exact forward+backward FLOP count (torch.utils.flop_counter: convs,
+matmuls, bmm) over its time; the line above the table gives a plain 3x3 conv's (c -> c, SiLU) at the same maps,
+the rate the CPU/GPU reaches on the arithmetic YOLOv5 is made of.
 """
 
 import argparse
@@ -19,6 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -32,10 +36,13 @@ LEVELS = (("P3", 8, 256), ("P4", 16, 512), ("P5", 32, 1024))
 MIN_MIB = 1.0  # below this SE's CPU peak is allocator noise (pages already resident): no memory ratio
 ENTRIES = {e.name: e for e in entries(attention=True)}  # every registered zoo block, in registration order
 BLOCKS = ["SE", *(n for n in ENTRIES if n != "SE")]
+PLAIN = "Conv"  # the GFLOP/s reference: a plain 3x3 conv + SiLU, not a zoo block
 
 
 def build_block(name, c):
     """Block `name` mapping c -> c channels; conv replacements as 3x3, stride 1 (their Conv-like signature)."""
+    if name == PLAIN:
+        return nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.SiLU())
     entry = ENTRIES[name]
     return entry.cls(c, c) if entry.channels == Channels.KEEP else entry.cls(c, c, 3, 1)
 
@@ -70,6 +77,20 @@ def _rss_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def fwd_bwd_flops(block, x):
+    """Exact FLOPs of one forward+backward of block on x (every conv, matmul and bmm, gradients included)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        block(x).sum().backward()
+    return counter.get_total_flops()
+
+
+def block_flops(name, c, hw, opt):
+    """fwd_bwd_flops of block `name` on a (batch, c, *hw) input (counted in this process: no fork needed)."""
+    x = torch.randn(opt.batch_size, c, *hw, device=opt.device, requires_grad=True)
+    return fwd_bwd_flops(build_block(name, c).to(opt.device).train(), x)
+
+
 def time_and_memory(name, c, hw, opt):
     """(ms per forward+backward, peak extra MiB) of block `name` with c channels on a (batch, c, *hw) input."""
     device = torch.device(opt.device)
@@ -87,12 +108,17 @@ def time_and_memory(name, c, hw, opt):
     _sync(device)
     ms = (time.perf_counter() - t) / opt.runs * 1e3
     if device.type == "cuda":
-        return ms, torch.cuda.max_memory_allocated(device) / 2**20 - start_mib
-    return ms, max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_mib, 0.0)
+        mib = torch.cuda.max_memory_allocated(device) / 2**20 - start_mib
+    else:
+        mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start_mib, 0.0)
+    return ms, mib
 
 
 def _child(conn, args):
-    conn.send(time_and_memory(*args))
+    try:
+        conn.send(time_and_memory(*args))
+    except Exception as e:  # noqa: BLE001 - the parent reports it instead of waiting forever
+        conn.send(RuntimeError(f"attention_speed.py: {args[0]} with {args[1]} channels on {args[2]}: {e}"))
     conn.close()
 
 
@@ -104,36 +130,45 @@ def measure(name, c, hw, opt):
     parent, child = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_child, args=(child, (name, c, hw, opt)))
     p.start()
-    result = parent.recv()
+    child.close()
+    try:
+        result = parent.recv()
+    except EOFError:
+        result = RuntimeError(f"attention_speed.py: {name}: the measuring process died (out of memory?)")
     p.join()
+    if isinstance(result, Exception):
+        raise result
     return result
 
 
 def markdown_table(results, opt):
-    """Rows per block: time and memory as ratios to SE; the SE row holds the absolute values."""
-    head = "| block | " + " | ".join(f"{lv} time | {lv} memory" for lv, _, _ in LEVELS) + " |"
-    lines = [head, "|" + " --- |" * (1 + 2 * len(LEVELS))]
+    """Rows per block: time and memory as ratios to SE (the SE row holds the absolute values), and GFLOP/s."""
+    head = "| block | " + " | ".join(f"{lv} time | {lv} memory | {lv} GFLOP/s" for lv, _, _ in LEVELS) + " |"
+    lines = [head, "|" + " --- |" * (1 + 3 * len(LEVELS))]
     for name in opt.blocks:
         cells = []
         for lv, _, _ in LEVELS:
-            (ms, mib), (se_ms, se_mib) = results[name, lv], results["SE", lv]
+            (ms, mib, gflops), (se_ms, se_mib, _) = results[name, lv], results["SE", lv]
             if name == "SE":
                 cells += [f"{ms:.2f} ms", f"{mib:.1f} MiB"]
             else:
                 cells += [f"{ms / se_ms:.2f}x", f"{mib / se_mib:.2f}x" if se_mib >= MIN_MIB else "n/a"]
+            cells.append(f"{gflops:.3g}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def run(opt):
-    """Measure every block at every level; return the markdown table."""
+    """Measure every block and the plain Conv at every level; return the Conv's GFLOP/s line and the table."""
     width = SCALES[opt.scale][1]
     results = {}
     for lv, stride, c in LEVELS:
         ch, hw = make_divisible(c * width, 8), (opt.img // stride, opt.img // stride)
-        for name in opt.blocks:
-            results[name, lv] = measure(name, ch, hw, opt)
-    return markdown_table(results, opt)
+        for name in [PLAIN, *opt.blocks]:
+            ms, mib = measure(name, ch, hw, opt)
+            results[name, lv] = ms, mib, block_flops(name, ch, hw, opt) / ms / 1e6
+    plain = ", ".join(f"{lv} {results[PLAIN, lv][2]:.3g}" for lv, _, _ in LEVELS)
+    return f"plain conv 3x3 c -> c + SiLU, GFLOP/s: {plain}\n\n" + markdown_table(results, opt)
 
 
 def main(argv=None):

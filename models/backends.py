@@ -12,6 +12,7 @@ import yaml
 from models.experimental import attempt_load
 from utils.downloads import attempt_download
 from utils.general import LOGGER
+from utils.torch_utils import channels_last
 
 FORMATS = {  # name: (export.py --include, file suffix, runtime package)
     "PyTorch": ("-", ".pt", "torch"),
@@ -143,7 +144,7 @@ class DetectMultiBackend(nn.Module):
 
 def _load_pt(w, device, fp16, threads):
     w = [attempt_download(x) for x in w] if isinstance(w, (list, tuple)) else attempt_download(w)
-    model = attempt_load(w, map_location=device)
+    model = channels_last(attempt_load(w, map_location=device))  # NHWC convs: faster oneDNN kernels on CPU
     model.half() if fp16 else model.float()
     names = getattr(model.module if hasattr(model, "module") else model, "names", None)
     nc = model.model[-1].nc if hasattr(model, "model") else None

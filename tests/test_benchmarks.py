@@ -1,10 +1,11 @@
-"""benchmarks/compare.py and benchmarks/train_speed.py on tiny inputs."""
+"""benchmarks/compare.py, train_speed.py and speed.py on tiny inputs."""
 import csv
+import json
 
 import pytest
 import yaml
 
-from benchmarks import compare, train_speed
+from benchmarks import compare, speed, train_speed
 from conftest import ROOT, captured_log
 from models.yolo import Model
 from utils.torch_utils import exact_flops, legacy_gflops
@@ -86,3 +87,63 @@ def test_train_speed_prints_positive_throughput(tiny_data, capsys):
     assert (model, img, batch) == ("yolov5n.yaml", "64", "2")
     assert float(ips) > 0 and float(spi) > 0 and float(rss) > 0
     assert int(params) > 1_000_000
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A yolov5n checkpoint with the tiny dataset's 4 classes."""
+    from utils.checkpoints import save_checkpoint
+
+    with compare.quiet_logging():
+        model = Model("yolov5n.yaml", nc=4)
+    model.names = ["circle", "square", "triangle", "cross"]
+    path = tmp_path_factory.mktemp("speed") / "n4.pt"
+    save_checkpoint({"epoch": -1, "model": model.half(), "ema": None}, path)
+    return path
+
+
+def test_speed_saves_figures_and_prints_baseline_ratios(tiny_data, tiny_weights, tmp_path, capsys):
+    argv = ["--weights", str(tiny_weights), "--data", str(tiny_data), "--img", "64", "--batch-size", "4",
+            "--val-batch-size", "2", "--workers", "0", "--repeats", "2", "--warmup", "0"]
+    assert speed.main(argv + ["--save", str(tmp_path / "a.json")]) == 0
+    figures = json.loads((tmp_path / "a.json").read_text())["figures"]
+    assert figures["train images/s"] > 0 and figures["detect latency ms/img (batch 1)"] > 0
+    assert figures["val inference ms/img (batch 2)"] > 0 and figures["val NMS ms/img"] >= 0
+    assert all(figures[f"{p} peak RSS (MB)"] > 50 for p in speed.PHASES)
+    assert 0 <= figures["mAP@.5"] <= 1 and figures["mAP@.5:.95"] <= figures["mAP@.5"]
+    halved = {**figures, "train images/s": figures["train images/s"] / 2, "val NMS ms/img": 2 * figures["val NMS ms/img"]}
+    (tmp_path / "b.json").write_text(json.dumps({"setup": {}, "figures": halved}))
+    capsys.readouterr()
+    assert speed.main(argv + ["--phases", "val", "--baseline", str(tmp_path / "b.json")]) == 0
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
+            for r in capsys.readouterr().out.splitlines() if r.startswith("| ")}
+    assert "train images/s" not in rows  # only the phases asked for
+    assert rows["mAP@.5"][3] == "+0.0000"  # same weights, same data: same accuracy
+    assert rows["val NMS ms/img"][2] == f"{halved['val NMS ms/img']:.4g}"
+
+
+def test_speed_ratio_direction_and_bad_baseline(tmp_path):
+    assert speed.ratio("train images/s", 30.0, 20.0) == pytest.approx(1.5)
+    assert speed.ratio("val NMS ms/img", 10.0, 20.0) == pytest.approx(2.0)
+    assert speed.ratio("mAP@.5", 0.9, 0.8) is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"figures\": 3}")
+    with pytest.raises(ValueError, match="bad.json: not a speed.py --save file"):
+        speed.load_baseline(bad)
+
+
+def test_attention_speed_gflops_column_counts_forward_and_backward(capsys):
+    import torch
+
+    from benchmarks import attention_speed
+
+    conv = attention_speed.build_block(attention_speed.PLAIN, 16).train()
+    x = torch.randn(2, 16, 8, 4, requires_grad=True)
+    assert attention_speed.fwd_bwd_flops(conv, x) == 3 * 2 * 16 * 16 * 9 * 2 * 8 * 4  # forward, d input, d weight
+    attention_speed.main(["--img", "32", "--scale", "n", "--runs", "1", "--warmup", "1", "--blocks", "ECA"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    plain = [float(v.split()[-1]) for v in lines[-6].split(": ")[1].split(", ")]
+    assert lines[-6].startswith("plain conv 3x3") and len(plain) == 3 and min(plain) > 0
+    assert lines[-4].startswith("| block | P3 time | P3 memory | P3 GFLOP/s | P4 time")
+    se = [c.strip() for c in lines[-2].strip("|").split("|")]
+    assert se[0] == "SE" and len(se) == 10 and float(se[3]) > 0  # SE's two linear layers are counted

@@ -76,10 +76,18 @@ def fuse_conv_and_bn(conv, bn):
     ).requires_grad_(False).to(conv.weight.device)
     w, b = conv.weight.double(), conv.bias.double() if conv.bias is not None else None  # fold in float64
     scale = bn.weight.double() / torch.sqrt(bn.eps + bn.running_var.double())
-    fused.weight.copy_((w.view(conv.out_channels, -1) * scale.view(-1, 1)).view(fused.weight.shape))
+    fused.weight.copy_((w.reshape(conv.out_channels, -1) * scale.view(-1, 1)).view(fused.weight.shape))
     b_conv = torch.zeros_like(scale) if b is None else b
     fused.bias.copy_((b_conv - bn.running_mean.double()) * scale + bn.bias.double())
     return fused
+
+
+def channels_last(model):
+    """Store every Conv2d weight NHWC, so oneDNN/cuDNN convolutions run (and hand on) NHWC maps; returns model."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model
 
 
 def intersect_dicts(da, db, exclude=()):

@@ -89,11 +89,12 @@ class EarlyStopping:
 
 
 def training_checkpoint(epoch, best_fitness, model, ema, optimizer):
-    """The v6.1 checkpoint dict (FP16 model and EMA, optimizer state)."""
+    """The v6.1 checkpoint dict (FP16 model and EMA with NCHW weights as v6.1 expects, optimizer state)."""
     from copy import deepcopy
 
-    return {"epoch": epoch, "best_fitness": best_fitness, "model": deepcopy(model).half(),
-            "ema": deepcopy(ema.ema).half(), "updates": ema.updates, "optimizer": optimizer.state_dict(),
+    nchw = torch.contiguous_format
+    return {"epoch": epoch, "best_fitness": best_fitness, "model": deepcopy(model).half().to(memory_format=nchw),
+            "ema": deepcopy(ema.ema).half().to(memory_format=nchw), "updates": ema.updates, "optimizer": optimizer.state_dict(),
             "wandb_id": None, "date": datetime.now().isoformat()}
 
 
