@@ -2,6 +2,7 @@
 
 Usage: python detect.py --weights best.pt --source path/to/images --img 640
 """
+
 import argparse
 import pickle
 import sys
@@ -19,8 +20,16 @@ if str(ROOT) not in sys.path:
 
 from models.backends import DetectMultiBackend  # noqa: E402
 from utils.downloads import download_url, is_url  # noqa: E402
-from utils.general import (LOGGER, check_img_size, colorstr, increment_path, non_max_suppression,  # noqa: E402
-                           print_args, scale_coords, xyxy2xywh)
+from utils.general import (  # noqa: E402
+    LOGGER,
+    check_img_size,
+    colorstr,
+    increment_path,
+    non_max_suppression,
+    print_args,
+    scale_coords,
+    xyxy2xywh,
+)
 from utils.plots import Annotator, colors, save_one_box, visualize_features  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
@@ -44,8 +53,10 @@ def check_imshow():
         cv2.destroyAllWindows()
         return True
     except cv2.error:
-        LOGGER.warning("WARNING: --view-img: this OpenCV build cannot show windows (opencv-python-headless?); "
-                       "continuing without display")
+        LOGGER.warning(
+            "WARNING: --view-img: this OpenCV build cannot show windows (opencv-python-headless?); "
+            "continuing without display"
+        )
         return False
 
 
@@ -126,8 +137,20 @@ class VideoSaver:
 class ResultSink:
     """Everything done with one image's detections: labels, crops, annotation, display and saving."""
 
-    def __init__(self, save_dir, names, n_sources, save_img, save_txt, save_conf, save_crop, view_img,
-                 line_thickness, hide_labels, hide_conf):
+    def __init__(
+        self,
+        save_dir,
+        names,
+        n_sources,
+        save_img,
+        save_txt,
+        save_conf,
+        save_crop,
+        view_img,
+        line_thickness,
+        hide_labels,
+        hide_conf,
+    ):
         """Options as in run(); n_sources sizes the per-stream video writers."""
         self.save_dir, self.names, self.videos = save_dir, names, VideoSaver(n_sources)
         self.save_img, self.save_txt, self.save_conf, self.save_crop = save_img, save_txt, save_conf, save_crop
@@ -198,11 +221,32 @@ def _log_summary(dt, seen, imgsz, save_dir, save_txt, save_img):
 
 
 @torch.no_grad()
-def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
-        max_det=1000, device="", view_img=False, save_txt=False, save_conf=False, save_crop=False, nosave=False,
-        classes=None, agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False,
-        line_thickness=3, hide_labels=False, hide_conf=False, half=False, augment=False, visualize=False,
-        data=ROOT / "data/coco128.yaml"):
+def run(
+    weights=ROOT / "yolov5s.pt",
+    source=DEFAULT_SOURCE,
+    imgsz=(640, 640),
+    conf_thres=0.25,
+    iou_thres=0.45,
+    max_det=1000,
+    device="",
+    view_img=False,
+    save_txt=False,
+    save_conf=False,
+    save_crop=False,
+    nosave=False,
+    classes=None,
+    agnostic_nms=False,
+    project=ROOT / "runs/detect",
+    name="exp",
+    exist_ok=False,
+    line_thickness=3,
+    hide_labels=False,
+    hide_conf=False,
+    half=False,
+    augment=False,
+    visualize=False,
+    data=ROOT / "data/coco128.yaml",
+):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
     if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
@@ -215,8 +259,19 @@ def run(weights=ROOT / "yolov5s.pt", source=DEFAULT_SOURCE, imgsz=(640, 640), co
     view_img = check_imshow() if (view_img or webcam) else False
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    sink = ResultSink(save_dir, names, len(dataset) if webcam else 1, save_img, save_txt, save_conf, save_crop,
-                      view_img, line_thickness, hide_labels, hide_conf)
+    sink = ResultSink(
+        save_dir,
+        names,
+        len(dataset) if webcam else 1,
+        save_img,
+        save_txt,
+        save_conf,
+        save_crop,
+        view_img,
+        line_thickness,
+        hide_labels,
+        hide_conf,
+    )
     if device.type != "cpu":  # warm up CUDA kernels before timing
         model.warmup(imgsz=(1, 3, *imgsz))
     dt, seen = [0.0, 0.0, 0.0], 0
@@ -253,10 +308,19 @@ def parse_opt(argv=None):
     has_default = DEFAULT_SOURCE.exists()
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
-    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml",
-                        help="(optional) dataset.yaml: class names for model files without them")
-    parser.add_argument("--source", type=str, default=DEFAULT_SOURCE if has_default else None, required=not has_default,
-                        help="file/dir/glob/video/.txt list of paths, 0 for webcam, or a stream URL")
+    parser.add_argument(
+        "--data",
+        type=str,
+        default=ROOT / "data/coco128.yaml",
+        help="(optional) dataset.yaml: class names for model files without them",
+    )
+    parser.add_argument(
+        "--source",
+        type=str,
+        default=DEFAULT_SOURCE if has_default else None,
+        required=not has_default,
+        help="file/dir/glob/video/.txt list of paths, 0 for webcam, or a stream URL",
+    )
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")

@@ -13,12 +13,13 @@ ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`
 OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
                            yolov5s_int8_openvino_model/ with --int8 (nncf post-training quantization)
 
-CoreML       coreml        yolov5s.mlmodel           Apple devices only (image input `image`; stride, names in its metadata)
+CoreML       coreml        yolov5s.mlmodel           Apple devices only (image input `image`; stride, names in metadata)
 
 The other v6.1 formats (engine, saved_model, pb, tflite, edgetpu, tfjs) are refused with the reason.
 Every exported file but CoreML runs in detect.py, val.py and the Python API: python detect.py --weights yolov5s.onnx
 With --cfg the files are named after the yaml and written to the current folder.
 """
+
 import argparse
 import json
 import pickle
@@ -31,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import yaml
 import torch.nn as nn
+import yaml
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -107,6 +108,7 @@ def export_torchscript(model, im, file, optimize=False, dynamic=False, prefix=co
     meta = {"shape": list(im.shape), **export_metadata(model), **({"dynamic": True} if dynamic else {})}
     if optimize:  # saved as a regular TorchScript file so detect.py and val.py still load it
         from torch.utils.mobile_optimizer import optimize_for_mobile
+
         ts = optimize_for_mobile(ts)
     ts.save(str(f), _extra_files={"config.txt": json.dumps(meta)})
     return f
@@ -145,8 +147,14 @@ def export_onnx(model, im, file, opset=12, train=False, dynamic=False, simplify=
     outputs = onnx_output_names(model, train)
     with quiet_tracing():
         torch.onnx.export(
-            DecodedOutput(model), (im,), str(f), dynamo=False, opset_version=opset, input_names=["images"],
-            output_names=outputs, dynamic_axes=onnx_dynamic_axes(outputs, train) if dynamic else None,
+            DecodedOutput(model),
+            (im,),
+            str(f),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_axes=onnx_dynamic_axes(outputs, train) if dynamic else None,
             training=torch.onnx.TrainingMode.TRAINING if train else torch.onnx.TrainingMode.EVAL,
             do_constant_folding=not train,
         )
@@ -203,8 +211,7 @@ def quantize_int8(ov_model, images, prefix):
     except ImportError:
         raise ImportError("--int8 needs the nncf package: pip install nncf") from None
     LOGGER.info(f"{prefix} quantizing to INT8 with nncf {nncf.__version__} on {len(images)} calibration images...")
-    return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
-                         subset_size=len(images))
+    return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED, subset_size=len(images))
 
 
 def calibration_images(data, imgsz, batch_size, n=300):
@@ -232,8 +239,11 @@ def export_coreml(model, im, file, prefix=colorstr("CoreML:")):
     with quiet_tracing():
         ts = torch.jit.trace(DecodedOutput(model), im, strict=False, check_trace=False)
         warnings.filterwarnings("ignore", message="Output, .* has been renamed", category=UserWarning)
-        ct_model = ct.convert(ts, inputs=[ct.ImageType("image", shape=im.shape, scale=1 / 255, bias=[0, 0, 0])],
-                              convert_to="neuralnetwork")
+        ct_model = ct.convert(
+            ts,
+            inputs=[ct.ImageType("image", shape=im.shape, scale=1 / 255, bias=[0, 0, 0])],
+            convert_to="neuralnetwork",
+        )
     ct_model.user_defined_metadata.update({k: json.dumps(v) for k, v in export_metadata(model).items()})
     ct_model.save(str(f))
     return f
@@ -310,18 +320,34 @@ def check_options(include, imgsz, batch_size, device, half, optimize, train, int
 def closing_hints(files, t):
     """v6.1's closing lines: where the files are and how to run the last one."""
     f = files[-1]
-    return (f"\nExport complete ({time.time() - t:.2f}s)"
-            f"\nResults saved to {colorstr('bold', f.parent.resolve())}"
-            f"\nDetect:          python detect.py --weights {f}"
-            f"\nPyTorch Hub:     model = torch.hub.load('{ROOT}', 'custom', '{f}', source='local')"
-            f"\nValidate:        python val.py --weights {f}"
-            f"\nVisualize:       https://netron.app")
+    return (
+        f"\nExport complete ({time.time() - t:.2f}s)"
+        f"\nResults saved to {colorstr('bold', f.parent.resolve())}"
+        f"\nDetect:          python detect.py --weights {f}"
+        f"\nPyTorch Hub:     model = torch.hub.load('{ROOT}', 'custom', '{f}', source='local')"
+        f"\nValidate:        python val.py --weights {f}"
+        f"\nVisualize:       https://netron.app"
+    )
 
 
 @torch.no_grad()
-def run(weights=None, cfg="", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
-        half=False, inplace=False, train=False, optimize=False, int8=False, dynamic=False, simplify=False, opset=12,
-        data=ROOT / "data/coco128.yaml"):
+def run(
+    weights=None,
+    cfg="",
+    imgsz=(640, 640),
+    batch_size=1,
+    device="cpu",
+    include=("torchscript", "onnx"),
+    half=False,
+    inplace=False,
+    train=False,
+    optimize=False,
+    int8=False,
+    dynamic=False,
+    simplify=False,
+    opset=12,
+    data=ROOT / "data/coco128.yaml",
+):
     """Export --weights (or a random-init --cfg model) to the --include formats; returns the files written."""
     t = time.time()
     include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train, int8)
@@ -373,8 +399,7 @@ def parse_opt(argv=None):
     parser.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch and size")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim")
     parser.add_argument("--opset", type=int, default=12, help="ONNX: opset version")
-    parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"],
-                        help=f"formats: {', '.join(FORMATS)}")
+    parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help=f"formats: {', '.join(FORMATS)}")
     opt = parser.parse_args(argv)
     print_args(Path(__file__).stem, opt)
     return opt

@@ -8,6 +8,7 @@ Usage:
     results = model(['data/images/zidane.jpg', 'https://ultralytics.com/images/bus.jpg'], size=640)
     results.print()
 """
+
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
 dependencies = ["torch", "yaml", "cv2", "PIL", "numpy"]  # what torch.hub checks before loading
 SIZES = "nsmlx"
-VARIANTS = sorted(p.stem[len("yolov5_"):] for p in (ROOT / "models").glob("yolov5_*.yaml"))
+VARIANTS = sorted(p.stem[len("yolov5_") :] for p in (ROOT / "models").glob("yolov5_*.yaml"))
 
 
 def _pretrained_into(model, weights, classes):
@@ -48,8 +49,9 @@ def _create(name, pretrained=True, channels=3, classes=80, autoshape=True, verbo
         LOGGER.setLevel(logging.WARNING)
     device = select_device("" if device is None else device)
     path = Path(name)
-    path = path.with_suffix(".pt") if not path.suffix and not path.is_dir() and not str(name).startswith("http") \
-        else path
+    path = (
+        path.with_suffix(".pt") if not path.suffix and not path.is_dir() and not str(name).startswith("http") else path
+    )
     variant = "_" in path.stem and path.stem.split("_", 1)[1] in VARIANTS and not path.is_file()
     if pretrained and channels == 3 and classes == 80 and not variant:
         model = DetectMultiBackend(name if str(name).startswith("http") else path, device=device)

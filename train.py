@@ -4,6 +4,7 @@ Usage:
     python train.py --data data/shapes.yaml --cfg models/yolov5_SOCA.yaml --weights '' --img 640
     python -m torch.distributed.run --nproc_per_node 2 train.py --device 0,1 ...
 """
+
 import argparse
 import os
 import sys
@@ -32,19 +33,42 @@ from utils.autobatch import check_train_batch_size  # noqa: E402
 from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from utils.datasets import check_label_classes, create_dataloader, set_loader_epoch  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
-from utils.general import (LOGGER, check_file, check_img_size, check_yaml, colorstr, increment_path,  # noqa: E402
-                           init_seeds, labels_to_class_weights, labels_to_image_weights, print_args)
+from utils.general import (  # noqa: E402
+    LOGGER,
+    check_file,
+    check_img_size,
+    check_yaml,
+    colorstr,
+    increment_path,
+    init_seeds,
+    labels_to_class_weights,
+    labels_to_image_weights,
+    print_args,
+)
 from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
-from utils.torch_utils import (LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, channels_last, de_parallel,  # noqa: E402
-                               select_device)
-from utils.train_utils import (MAX_NONFINITE, EarlyStopping, NonFiniteLossError, RunLock,  # noqa: E402
-                               check_counts, check_hyp, is_finite_model, lr_lambda, make_run_dir, multi_scale_size,
-                               scaled_shape, smart_optimizer, strip_optimizer, training_checkpoint, warmup_iterations,
-                               warmup_values)
+from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, channels_last, de_parallel, select_device  # noqa: E402
+from utils.train_utils import (  # noqa: E402
+    MAX_NONFINITE,
+    EarlyStopping,
+    NonFiniteLossError,
+    RunLock,
+    check_counts,
+    check_hyp,
+    is_finite_model,
+    lr_lambda,
+    make_run_dir,
+    multi_scale_size,
+    scaled_shape,
+    smart_optimizer,
+    strip_optimizer,
+    training_checkpoint,
+    warmup_iterations,
+    warmup_values,
+)
 from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
 NBS = 64  # nominal batch size
@@ -143,8 +167,10 @@ class Trainer:
         self.exact = ckpt.get("exact")
         self.start_epoch = ckpt["epoch"] + 1
         if self.start_epoch <= 0:
-            raise ValueError(f"{opt.weights} training to {opt.epochs} epochs is finished, nothing to resume.\n"
-                             f"Start a new training without --resume, i.e. 'python train.py --weights {opt.weights}'")
+            raise ValueError(
+                f"{opt.weights} training to {opt.epochs} epochs is finished, nothing to resume.\n"
+                f"Start a new training without --resume, i.e. 'python train.py --weights {opt.weights}'"
+            )
         LOGGER.info(f"Resuming training from {opt.weights} from epoch {self.start_epoch} to {opt.epochs} total epochs")
 
     def build_data(self):
@@ -155,17 +181,40 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model).to(self.device)
             LOGGER.info("Using SyncBatchNorm()")
         self.train_loader, self.dataset = create_dataloader(
-            self.data["train"], self.imgsz, self.batch_size // WORLD_SIZE, self.gs, opt.single_cls, hyp=hyp,
-            augment=True, cache=opt.cache, rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
-            image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed)
+            self.data["train"],
+            self.imgsz,
+            self.batch_size // WORLD_SIZE,
+            self.gs,
+            opt.single_cls,
+            hyp=hyp,
+            augment=True,
+            cache=opt.cache,
+            rect=opt.rect,
+            rank=LOCAL_RANK,
+            workers=opt.workers,
+            image_weights=opt.image_weights,
+            prefix=colorstr("train: "),
+            shuffle=True,
+            seed=opt.seed,
+        )
         labels = np.concatenate(self.dataset.labels, 0)
         check_label_classes(self.dataset, self.nc, opt.data)
         self.nb = len(self.train_loader)
         if self.main:
             self.val_loader = create_dataloader(
-                self.data["val"], self.imgsz, self.batch_size // WORLD_SIZE * 2, self.gs, opt.single_cls, hyp=hyp,
-                cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
-                prefix=colorstr("val: "))[0]
+                self.data["val"],
+                self.imgsz,
+                self.batch_size // WORLD_SIZE * 2,
+                self.gs,
+                opt.single_cls,
+                hyp=hyp,
+                cache=None if opt.noval else opt.cache,
+                rect=True,
+                rank=-1,
+                workers=opt.workers * 2,
+                pad=0.5,
+                prefix=colorstr("val: "),
+            )[0]
             check_label_classes(self.val_loader.dataset, self.nc, opt.data)
             if not opt.resume:
                 if self.plots:
@@ -205,10 +254,12 @@ class Trainer:
             self.logger.drop_from(self.start_epoch)
         self.nonfinite = 0
         self._restore_exact()
-        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
-                    f"Using {self.train_loader.num_workers * WORLD_SIZE} dataloader workers\n"
-                    f"Logging results to {colorstr('bold', self.save_dir)}\n"
-                    f"Starting training for {opt.epochs} epochs...")
+        LOGGER.info(
+            f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
+            f"Using {self.train_loader.num_workers * WORLD_SIZE} dataloader workers\n"
+            f"Logging results to {colorstr('bold', self.save_dir)}\n"
+            f"Starting training for {opt.epochs} epochs..."
+        )
         t0, epoch = time.time(), self.start_epoch
         for epoch in range(self.start_epoch, opt.epochs):
             extra = self._epoch_hooks(epoch)
@@ -267,8 +318,10 @@ class Trainer:
             if self.main:
                 mloss = (mloss * i + loss_items) / (i + 1)
                 mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-                pbar.set_description(("%10s" * 2 + "%10.4g" * 5) % (
-                    f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
+                pbar.set_description(
+                    ("%10s" * 2 + "%10.4g" * 5)
+                    % (f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
+                )
                 if self.plots and ni < 3:
                     plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", self.names)
                     self.logger.on_train_batch(ni, self.model, imgs, self.save_dir / f"train_batch{ni}.jpg")
@@ -283,7 +336,8 @@ class Trainer:
         if self.nonfinite >= min(MAX_NONFINITE, self.nb):
             raise NonFiniteLossError(
                 f"training stopped: {self.nonfinite} consecutive non-finite losses (epoch {epoch}, batch {i}); "
-                f"{self.wdir} keeps the last finite checkpoints. Lower lr0 in --hyp, check the labels or the --weights")
+                f"{self.wdir} keeps the last finite checkpoints. Lower lr0 in --hyp, check the labels or the --weights"
+            )
 
     def _warmup(self, ni, epoch):
         if ni > self.nw:
@@ -315,9 +369,16 @@ class Trainer:
         final_epoch = epoch + 1 == opt.epochs or self.stopper.possible_stop
         if not opt.noval or final_epoch:
             self.results, self.maps, _ = val.run(
-                self.data, batch_size=self.batch_size // WORLD_SIZE * 2, imgsz=self.imgsz, model=self.ema.ema,
-                single_cls=opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir, plots=False,
-                compute_loss=self.compute_loss)
+                self.data,
+                batch_size=self.batch_size // WORLD_SIZE * 2,
+                imgsz=self.imgsz,
+                model=self.ema.ema,
+                single_cls=opt.single_cls,
+                dataloader=self.val_loader,
+                save_dir=self.save_dir,
+                plots=False,
+                compute_loss=self.compute_loss,
+            )
         fi = fitness(np.array(self.results).reshape(1, -1))[0]
         if fi > self.best_fitness:
             self.best_fitness = fi
@@ -328,8 +389,9 @@ class Trainer:
             LOGGER.warning(f"WARNING: epoch {epoch}: non-finite weights, {self.wdir} is left as it is")
         if finite and (not opt.nosave or (final_epoch and not opt.evolve)):
             ckpt = training_checkpoint(epoch, self.best_fitness, de_parallel(self.model), self.ema, self.optimizer)
-            ckpt["exact"] = exact_state(de_parallel(self.model), self.ema, self.scaler, self.last_opt_step, self.maps,
-                                        self.stopper.best_epoch)
+            ckpt["exact"] = exact_state(
+                de_parallel(self.model), self.ema, self.scaler, self.last_opt_step, self.maps, self.stopper.best_epoch
+            )
             save_checkpoint(ckpt, self.last)
             if self.best_fitness == fi:
                 save_checkpoint(ckpt, self.best)
@@ -357,10 +419,19 @@ class Trainer:
             if f is self.best:
                 LOGGER.info(f"\nValidating {f}...")
                 self.results, _, _ = val.run(
-                    self.data, batch_size=self.batch_size // WORLD_SIZE * 2, imgsz=self.imgsz,
-                    model=channels_last(attempt_load(f, self.device)), iou_thres=0.65 if self.is_coco else 0.60,
-                    single_cls=self.opt.single_cls, dataloader=self.val_loader, save_dir=self.save_dir,
-                    save_json=self.is_coco, verbose=True, plots=self.plots, compute_loss=self.compute_loss)
+                    self.data,
+                    batch_size=self.batch_size // WORLD_SIZE * 2,
+                    imgsz=self.imgsz,
+                    model=channels_last(attempt_load(f, self.device)),
+                    iou_thres=0.65 if self.is_coco else 0.60,
+                    single_cls=self.opt.single_cls,
+                    dataloader=self.val_loader,
+                    save_dir=self.save_dir,
+                    save_json=self.is_coco,
+                    verbose=True,
+                    plots=self.plots,
+                    compute_loss=self.compute_loss,
+                )
         if self.plots and (self.save_dir / "results.csv").exists():
             plot_results(file=self.save_dir / "results.csv")
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
@@ -498,9 +569,11 @@ def evolve(opt, device):
         results = train(deepcopy(trial), opt, device)
         record_generation(results, trial, save_dir)
     plot_evolve(evolve_csv)
-    LOGGER.info(f"Hyperparameter evolution finished {opt.evolve} generations\n"
-                f"Results saved to {colorstr('bold', save_dir)}\n"
-                f"Usage example: $ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}")
+    LOGGER.info(
+        f"Hyperparameter evolution finished {opt.evolve} generations\n"
+        f"Results saved to {colorstr('bold', save_dir)}\n"
+        f"Usage example: $ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}"
+    )
 
 
 def main(opt):

@@ -2,6 +2,7 @@
 
 Usage: python val.py --data raccoon.yaml --weights yolov5n.pt --img 640
 """
+
 import argparse
 import json
 import pickle
@@ -20,8 +21,18 @@ if str(ROOT) not in sys.path:
 from models.backends import DetectMultiBackend  # noqa: E402
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
-from utils.general import (LOGGER, check_img_size, check_yaml, colorstr, increment_path, non_max_suppression,  # noqa: E402
-                           print_args, scale_coords, xywh2xyxy, xyxy2xywh)
+from utils.general import (  # noqa: E402
+    LOGGER,
+    check_img_size,
+    check_yaml,
+    colorstr,
+    increment_path,
+    non_max_suppression,
+    print_args,
+    scale_coords,
+    xywh2xyxy,
+    xyxy2xywh,
+)
 from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions  # noqa: E402
 from utils.plots import output_to_target, plot_images, plot_val_study  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
@@ -29,9 +40,88 @@ from utils.torch_utils import select_device, time_sync  # noqa: E402
 STUDY_SIZES = range(256, 1536 + 128, 128)  # v6.1's --task study image sizes
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
 HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
-COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
-                33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
-                60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
+COCO80_TO_91 = [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+]
 
 
 def save_one_txt(predn, save_conf, shape, file):
@@ -50,8 +140,14 @@ def save_one_json(predn, jdict, path, class_map):
     box = xyxy2xywh(predn[:, :4])
     box[:, :2] -= box[:, 2:] / 2
     for p, b in zip(predn.tolist(), box.tolist()):
-        jdict.append({"image_id": image_id, "category_id": class_map[int(p[5])],
-                      "bbox": [round(x, 3) for x in b], "score": round(p[4], 5)})
+        jdict.append(
+            {
+                "image_id": image_id,
+                "category_id": class_map[int(p[5])],
+                "bbox": [round(x, 3) for x in b],
+                "score": round(p[4], 5),
+            }
+        )
 
 
 class _Run:
@@ -107,18 +203,33 @@ def _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rec
     split = task if task in ("train", "val", "test") else "val"
     if not data.get(split):
         raise ValueError(f"dataset has no '{split}' split")
-    return create_dataloader(data[split], imgsz, batch_size, stride, single_cls, pad=pad, rect=rect,
-                             workers=workers, prefix=colorstr(f"{split}: "))[0]
+    return create_dataloader(
+        data[split],
+        imgsz,
+        batch_size,
+        stride,
+        single_cls,
+        pad=pad,
+        rect=rect,
+        workers=workers,
+        prefix=colorstr(f"{split}: "),
+    )[0]
 
 
 def _plot_batch(batch_i, im, targets, out, paths, run):
     if batch_i >= 3:
         return
     names = run.names
-    Thread(target=plot_images, args=(im, targets, paths, run.save_dir / f"val_batch{batch_i}_labels.jpg", names),
-           daemon=True).start()
-    Thread(target=plot_images, args=(im, output_to_target(out), paths, run.save_dir / f"val_batch{batch_i}_pred.jpg",
-                                     names), daemon=True).start()
+    Thread(
+        target=plot_images,
+        args=(im, targets, paths, run.save_dir / f"val_batch{batch_i}_labels.jpg", names),
+        daemon=True,
+    ).start()
+    Thread(
+        target=plot_images,
+        args=(im, output_to_target(out), paths, run.save_dir / f"val_batch{batch_i}_pred.jpg", names),
+        daemon=True,
+    ).start()
 
 
 def _summarise(run, nc, plots, verbose, training):
@@ -162,10 +273,33 @@ def _save_json(run, weights, data):
 
 
 @torch.no_grad()
-def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, task="val", device="",
-        workers=8, single_cls=False, verbose=False, save_txt=False, save_hybrid=False, save_conf=False,
-        save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
-        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False):
+def run(
+    data,
+    weights=None,
+    batch_size=32,
+    imgsz=640,
+    conf_thres=0.001,
+    iou_thres=0.6,
+    task="val",
+    device="",
+    workers=8,
+    single_cls=False,
+    verbose=False,
+    save_txt=False,
+    save_hybrid=False,
+    save_conf=False,
+    save_json=False,
+    project=ROOT / "runs/val",
+    name="exp",
+    exist_ok=False,
+    half=True,
+    model=None,
+    dataloader=None,
+    save_dir=Path(""),
+    plots=True,
+    compute_loss=None,
+    augment=False,
+):
     """Validate; returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms)."""
     training = model is not None
     if training:
@@ -180,8 +314,10 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
         model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data)
         if not model.dynamic:
             batch_size = 1
-            LOGGER.info(f"Forcing --batch-size 1 square inference shape(1,3,{imgsz},{imgsz}) for a model "
-                        f"exported with a fixed input shape")
+            LOGGER.info(
+                f"Forcing --batch-size 1 square inference shape(1,3,{imgsz},{imgsz}) for a model "
+                f"exported with a fixed input shape"
+            )
         dataloader = _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rect=model.dynamic)
         check_label_classes(dataloader.dataset, 1 if single_cls else int(data["nc"]))
     model.eval()
@@ -254,13 +390,19 @@ def study(opt, x=STUDY_SIZES):
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=str, default=ROOT / "data/shapes.yaml", help="dataset.yaml path")
-    parser.add_argument("--weights", nargs="+", type=str, default="runs/train/exp/weights/best.pt", help="model.pt path(s)")
+    parser.add_argument(
+        "--weights", nargs="+", type=str, default="runs/train/exp/weights/best.pt", help="model.pt path(s)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    parser.add_argument("--task", default="val", choices=["train", "val", "test", "speed", "study"],
-                        help="split, speed, or study (mAP and speed at img 256..1536)")
+    parser.add_argument(
+        "--task",
+        default="val",
+        choices=["train", "val", "test", "speed", "study"],
+        help="split, speed, or study (mAP and speed at img 256..1536)",
+    )
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")

@@ -18,6 +18,7 @@ yolov5_<Name>.yaml given (glob patterns are expanded here too). All figures are 
 Writes compare.md, compare.csv and compare.png (exact GFLOPs vs latency) into --out. On a CPU shared with other
 work, pass --threads (1, or the number of idle cores): oversubscribed OpenMP threads make latency meaningless.
 """
+
 import argparse
 import csv
 import glob
@@ -47,8 +48,17 @@ from utils.general import LOGGER  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.torch_utils import exact_flops, legacy_gflops  # noqa: E402
 
-COLUMNS = ["variant", "cfg", "params", "GFLOPs (v6.1)", "GFLOPs (exact)", "latency (ms)", "peak memory (MB)",
-           "mAP@.5", "mAP@.5:.95"]
+COLUMNS = [
+    "variant",
+    "cfg",
+    "params",
+    "GFLOPs (v6.1)",
+    "GFLOPs (exact)",
+    "latency (ms)",
+    "peak memory (MB)",
+    "mAP@.5",
+    "mAP@.5:.95",
+]
 VARIANT_NAME = re.compile(r"yolov5_(.+)\.ya?ml")
 
 
@@ -192,8 +202,13 @@ def measure(label, cfg, opt, device, maps):
     x = torch.zeros(1, 3, opt.img, opt.img, device=device)
     with quiet_logging():
         model = Model(cfg)
-        row = {"variant": label, "cfg": Path(cfg).name, "params": sum(p.numel() for p in model.parameters()),
-               "GFLOPs (v6.1)": legacy_gflops(model, opt.img), "GFLOPs (exact)": exact_flops(model, opt.img) / 1e9}
+        row = {
+            "variant": label,
+            "cfg": Path(cfg).name,
+            "params": sum(p.numel() for p in model.parameters()),
+            "GFLOPs (v6.1)": legacy_gflops(model, opt.img),
+            "GFLOPs (exact)": exact_flops(model, opt.img) / 1e9,
+        }
         with torch.no_grad():  # fusing under no_grad keeps the folded weights leaf tensors
             fused = model.to(device).fuse().eval()
             row["peak memory (MB)"] = cuda_peak_mb(fused, x) if device.type == "cuda" else profiled_peak_mb(fused, x)
@@ -225,8 +240,14 @@ def _cell(v, fmt):
 
 def markdown_table(rows):
     """The rows as a markdown table (GFLOPs to 0.001, ms and MB to 0.1, mAP to 0.001)."""
-    fmts = {"GFLOPs (v6.1)": ".3f", "GFLOPs (exact)": ".3f", "latency (ms)": ".1f", "peak memory (MB)": ".1f",
-            "mAP@.5": ".3f", "mAP@.5:.95": ".3f"}
+    fmts = {
+        "GFLOPs (v6.1)": ".3f",
+        "GFLOPs (exact)": ".3f",
+        "latency (ms)": ".1f",
+        "peak memory (MB)": ".1f",
+        "mAP@.5": ".3f",
+        "mAP@.5:.95": ".3f",
+    }
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r[k], fmts.get(k, ".4g")) for k in COLUMNS) + " |")
@@ -282,8 +303,9 @@ def run(opt):
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     title = f"yolov5{opt.scale} variants, {opt.img}x{opt.img}, batch 1, {device.type}"
-    (out / "compare.md").write_text(f"{title}, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n"
-                                    f"{table}\n")
+    (out / "compare.md").write_text(
+        f"{title}, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n{table}\n"
+    )
     write_csv(rows, out / "compare.csv")
     plot(rows, out / "compare.png", title)
     return table

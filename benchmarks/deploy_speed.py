@@ -6,6 +6,7 @@ The formats are timed in turn, round after round (the first format of each round
 other processes on a shared machine falls on all of them alike; the table gives each format's median.
 Weights are random (latency does not depend on their values); pass --weights to time a trained checkpoint.
 """
+
 import argparse
 import shutil
 import statistics
@@ -43,7 +44,7 @@ def time_in_turn(models, x, rounds, warmup):
     times = {n: [] for n in names}
     with torch.no_grad():
         for r in range(warmup + rounds):
-            for n in names[r % len(names):] + names[:r % len(names)]:
+            for n in names[r % len(names) :] + names[: r % len(names)]:
                 t = time.perf_counter()
                 models[n](x)
                 if r >= warmup:

@@ -15,6 +15,7 @@ the figures are medians over the --repeats timed ones:
   inference + NMS ms/image from its `Speed:` line.
 The script uses only train.Trainer, val.run and detect.run, so it measures any checkout of this project.
 """
+
 import argparse
 import gc
 import json
@@ -117,9 +118,33 @@ def measure_train(opt, tmp):
     from utils.torch_utils import select_device
 
     n = opt.warmup + opt.repeats
-    args = ["--cfg", opt.cfg, "--weights", opt.weights, "--data", opt.data, "--hyp", opt.hyp, "--img", str(opt.img),
-            "--batch-size", str(opt.batch_size), "--workers", str(opt.workers), "--epochs", str(n + 1),
-            "--noautoanchor", "--noval", "--nosave", "--project", str(tmp), "--name", "train", "--device", opt.device]
+    args = [
+        "--cfg",
+        opt.cfg,
+        "--weights",
+        opt.weights,
+        "--data",
+        opt.data,
+        "--hyp",
+        opt.hyp,
+        "--img",
+        str(opt.img),
+        "--batch-size",
+        str(opt.batch_size),
+        "--workers",
+        str(opt.workers),
+        "--epochs",
+        str(n + 1),
+        "--noautoanchor",
+        "--noval",
+        "--nosave",
+        "--project",
+        str(tmp),
+        "--name",
+        "train",
+        "--device",
+        opt.device,
+    ]
     with captured_info():
         topt = train.check_options(train.parse_opt(args))
         trainer = train.Trainer(topt.hyp, topt, select_device(opt.device, opt.batch_size))
@@ -130,7 +155,7 @@ def measure_train(opt, tmp):
         except _EnoughEpochs:
             pass
     images = len(trainer.dataset)
-    return {"train images/s": statistics.median(images / s for s in seconds[opt.warmup:])}
+    return {"train images/s": statistics.median(images / s for s in seconds[opt.warmup :])}
 
 
 def measure_val(opt, tmp):
@@ -140,11 +165,21 @@ def measure_val(opt, tmp):
     runs = []
     for _ in range(opt.warmup + opt.repeats):
         with captured_info():
-            results, _, t = val.run(opt.data, opt.weights, batch_size=opt.val_batch_size, imgsz=opt.img,
-                                    device=opt.device, workers=opt.workers, half=opt.half, plots=False,
-                                    project=tmp, name="val", exist_ok=True)
+            results, _, t = val.run(
+                opt.data,
+                opt.weights,
+                batch_size=opt.val_batch_size,
+                imgsz=opt.img,
+                device=opt.device,
+                workers=opt.workers,
+                half=opt.half,
+                plots=False,
+                project=tmp,
+                name="val",
+                exist_ok=True,
+            )
         runs.append((results[:4], t))
-    timed = [t for _, t in runs[opt.warmup:]]
+    timed = [t for _, t in runs[opt.warmup :]]
     out = dict(zip(ACCURACY, (float(x) for x in runs[0][0])))
     out[f"val inference ms/img (batch {opt.val_batch_size})"] = statistics.median(t[1] for t in timed)
     out["val NMS ms/img"] = statistics.median(t[2] for t in timed)
@@ -163,16 +198,27 @@ def measure_detect(opt, tmp):
     runs = []
     for _ in range(opt.warmup + opt.repeats):
         with captured_info() as log:
-            detect.run(weights=opt.weights, source=source, imgsz=(opt.img, opt.img), device=opt.device,
-                       half=opt.half, nosave=True, project=tmp, name="detect", exist_ok=True)
+            detect.run(
+                weights=opt.weights,
+                source=source,
+                imgsz=(opt.img, opt.img),
+                device=opt.device,
+                half=opt.half,
+                nosave=True,
+                project=tmp,
+                name="detect",
+                exist_ok=True,
+            )
         speeds = [SPEED_LINE.search(line) for line in log]
         match = next((m for m in speeds if m), None)
         if match is None:
             raise RuntimeError(f"detect.py printed no Speed line for --source {source} (no images?)")
         runs.append([float(x) for x in match.groups()])
-    timed = runs[opt.warmup:]
-    return {"detect latency ms/img (batch 1)": statistics.median(sum(r) for r in timed),
-            "detect inference ms/img": statistics.median(r[1] for r in timed)}
+    timed = runs[opt.warmup :]
+    return {
+        "detect latency ms/img (batch 1)": statistics.median(sum(r) for r in timed),
+        "detect inference ms/img": statistics.median(r[1] for r in timed),
+    }
 
 
 MEASURES = {"train": measure_train, "val": measure_val, "detect": measure_detect}
@@ -277,12 +323,29 @@ def main(argv=None):
         except RuntimeError as e:
             LOGGER.error(f"ERROR: {e}")
             return 1
-    setup = {k: getattr(opt, k) for k in ("cfg", "weights", "data", "img", "batch_size", "val_batch_size", "workers",
-                                          "device", "half", "repeats", "warmup")}
-    setup.update(torch=torch.__version__, threads=opt.threads or torch.get_num_threads(), cpus=os.cpu_count(),
-                 root=str(ROOT))
-    print(f"{Path(opt.weights).name}, {opt.cfg}, img {opt.img}: medians of {opt.repeats} runs, torch "
-          f"{torch.__version__}, {setup['threads']} threads\n")
+    setup = {
+        k: getattr(opt, k)
+        for k in (
+            "cfg",
+            "weights",
+            "data",
+            "img",
+            "batch_size",
+            "val_batch_size",
+            "workers",
+            "device",
+            "half",
+            "repeats",
+            "warmup",
+        )
+    }
+    setup.update(
+        torch=torch.__version__, threads=opt.threads or torch.get_num_threads(), cpus=os.cpu_count(), root=str(ROOT)
+    )
+    print(
+        f"{Path(opt.weights).name}, {opt.cfg}, img {opt.img}: medians of {opt.repeats} runs, torch "
+        f"{torch.__version__}, {setup['threads']} threads\n"
+    )
     print(report(figures, baseline))
     if opt.save:
         Path(opt.save).write_text(json.dumps({"setup": setup, "figures": figures}, indent=1))

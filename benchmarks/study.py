@@ -22,6 +22,7 @@ Usage:
 - Device: --device '' trains on CUDA when available (then with --deterministic) and times latency there.
 Writes study.md, study.csv, runs.csv (one row per run) and study.png into --out.
 """
+
 import argparse
 import csv
 import math
@@ -42,8 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import train  # noqa: E402
-from benchmarks.compare import (best_epoch, expand_cfgs, interleaved_latency, measure, model_rows,  # noqa: E402
-                                quiet_logging)
+from benchmarks.compare import best_epoch, expand_cfgs, interleaved_latency, measure, model_rows, quiet_logging  # noqa: E402
 from models.config import SCALES  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.general import LOGGER, check_file  # noqa: E402
@@ -56,8 +56,12 @@ def parse_opt(argv=None):
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="dataset yaml")
-    p.add_argument("--cfg", nargs="*", default=[],
-                   help="variant yamls yolov5_<Name>.yaml (paths or globs); none: the plain model's seed spread")
+    p.add_argument(
+        "--cfg",
+        nargs="*",
+        default=[],
+        help="variant yamls yolov5_<Name>.yaml (paths or globs); none: the plain model's seed spread",
+    )
     p.add_argument("--scale", choices=list(SCALES), default="n", help="model size letter applied to every variant")
     p.add_argument("--weights", default="", help="pretrained checkpoint transferred into every variant ('' scratch)")
     p.add_argument("--hyp", default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyperparameters yaml")
@@ -99,10 +103,36 @@ def use_cuda(device):
 
 def train_command(opt, cfg, seed, run_dir):
     """The train.py command line of one run (a fresh start)."""
-    cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(opt.data), "--cfg", cfg, "--weights", opt.weights,
-           "--hyp", str(opt.hyp), "--img", str(opt.img), "--epochs", str(opt.epochs), "--batch-size",
-           str(opt.batch_size), "--seed", str(seed), "--workers", str(opt.workers), "--device", opt.device,
-           "--project", str(run_dir.parent), "--name", run_dir.name, "--exist-ok", *shlex.split(opt.train_args)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--data",
+        str(opt.data),
+        "--cfg",
+        cfg,
+        "--weights",
+        opt.weights,
+        "--hyp",
+        str(opt.hyp),
+        "--img",
+        str(opt.img),
+        "--epochs",
+        str(opt.epochs),
+        "--batch-size",
+        str(opt.batch_size),
+        "--seed",
+        str(seed),
+        "--workers",
+        str(opt.workers),
+        "--device",
+        opt.device,
+        "--project",
+        str(run_dir.parent),
+        "--name",
+        run_dir.name,
+        "--exist-ok",
+        *shlex.split(opt.train_args),
+    ]
     return cmd + ["--deterministic"] if use_cuda(opt.device) else cmd
 
 
@@ -121,8 +151,10 @@ def check_same_settings(run_dir, cmd):
     wanted = vars(train.parse_opt(cmd[2:]))
     diff = [k for k in RUN_KEYS if str(saved.get(k)) != str(wanted[k])]
     if diff:
-        raise ValueError(f"study.py: {run_dir} was trained with other settings ({', '.join(diff)}: "
-                         f"{[saved.get(k) for k in diff]} vs {[wanted[k] for k in diff]}); use another --out")
+        raise ValueError(
+            f"study.py: {run_dir} was trained with other settings ({', '.join(diff)}: "
+            f"{[saved.get(k) for k in diff]} vs {[wanted[k] for k in diff]}); use another --out"
+        )
 
 
 def run_one(opt, cfg, seed, run_dir):
@@ -156,8 +188,10 @@ def train_all(opt, rows):
         t = time.time()
         state = run_one(opt, cfg, seed, run_dir)
         verb = "already done" if state == "done" else "resumed" if state == "interrupted" else "trained"
-        LOGGER.info(f"study: [{i}/{len(todo)}] {label} seed {seed} {verb} in {time.time() - t:.0f} s "
-                    f"({(time.time() - t0) / 60:.1f} min in all)")
+        LOGGER.info(
+            f"study: [{i}/{len(todo)}] {label} seed {seed} {verb} in {time.time() - t:.0f} s "
+            f"({(time.time() - t0) / 60:.1f} min in all)"
+        )
         found = best_epoch(run_dir / "results.csv")
         if found is None:
             raise ValueError(f"study.py: {run_dir / 'results.csv'} has no epochs")
@@ -222,8 +256,17 @@ def _diff_cell(r, name):
 
 def markdown_table(table):
     """The study table: costs, mean +- std per metric, paired difference [95% interval] ('*': excludes 0)."""
-    head = ["variant", "cfg", "params", "GFLOPs (exact)", "latency (ms)", "mAP@.5", "vs plain (95% CI)",
-            "mAP@.5:.95", "vs plain (95% CI)"]
+    head = [
+        "variant",
+        "cfg",
+        "params",
+        "GFLOPs (exact)",
+        "latency (ms)",
+        "mAP@.5",
+        "vs plain (95% CI)",
+        "mAP@.5:.95",
+        "vs plain (95% CI)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in table:
         cells = [r["variant"], r["cfg"], str(r["params"]), f"{r['GFLOPs (exact)']:.3f}", f"{r['latency (ms)']:.1f}"]
@@ -258,8 +301,9 @@ def plot(table, path, title):
             for r in table:
                 color = "tab:red" if r["variant"] == "baseline" else "tab:blue"
                 ax.errorbar(r[xkey], r[f"{name} mean"], yerr=r[f"{name} std"], fmt="o", color=color, capsize=3)
-                ax.annotate(r["variant"], (r[xkey], r[f"{name} mean"]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=8)
+                ax.annotate(
+                    r["variant"], (r[xkey], r[f"{name} mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
             ax.set_xlabel(f"{xkey}, batch 1")
             ax.set_ylabel(f"{name} (mean ± std over seeds)")
             ax.grid(alpha=0.3)
@@ -277,11 +321,14 @@ def run(opt):
     out = Path(opt.out)
     out.mkdir(parents=True, exist_ok=True)
     init = f"from {Path(opt.weights).name} (structural transfer)" if opt.weights else "from scratch"
-    title = (f"yolov5{opt.scale} variants on {Path(opt.data).stem}, img {opt.img}, {opt.epochs} epochs {init}, "
-             f"seeds {' '.join(map(str, opt.seeds))}; latency on {device.type}")
+    title = (
+        f"yolov5{opt.scale} variants on {Path(opt.data).stem}, img {opt.img}, {opt.epochs} epochs {init}, "
+        f"seeds {' '.join(map(str, opt.seeds))}; latency on {device.type}"
+    )
     table_md = markdown_table(table)
-    (out / "study.md").write_text(f"{title}, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n"
-                                  f"{table_md}\n\n`{opt.command}`\n")
+    (out / "study.md").write_text(
+        f"{title}, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n{table_md}\n\n`{opt.command}`\n"
+    )
     write_csvs(table, runs, out)
     plot(table, out / "study.png", title)
     return table_md

@@ -13,6 +13,7 @@ Reported: median images/s and median s/iter over the --iters timed steps; peak R
 (VmHWM, reset when the process starts) plus, with --workers > 0, the largest dataloader worker's (ru_maxrss of
 children), so pages shared with the workers count twice; params of the model.
 """
+
 import argparse
 import gc
 import multiprocessing as mp
@@ -59,8 +60,23 @@ def parse_opt(argv=None):
 
 def build_trainer(cfg, opt, save_dir):
     """train.py's Trainer for cfg with model, optimizer, EMA and data built (run files go to save_dir)."""
-    args = ["--cfg", cfg, "--data", opt.data, "--hyp", opt.hyp, "--img", str(opt.img), "--batch-size",
-            str(opt.batch_size), "--workers", str(opt.workers), "--project", str(save_dir), "--noautoanchor"]
+    args = [
+        "--cfg",
+        cfg,
+        "--data",
+        opt.data,
+        "--hyp",
+        opt.hyp,
+        "--img",
+        str(opt.img),
+        "--batch-size",
+        str(opt.batch_size),
+        "--workers",
+        str(opt.workers),
+        "--project",
+        str(save_dir),
+        "--noautoanchor",
+    ]
     topt = train.check_options(train.parse_opt(args))
     trainer = train.Trainer(topt.hyp, topt, torch.device("cpu"))
     trainer.plots = False
@@ -119,13 +135,19 @@ def benchmark(cfg, opt):
     with tempfile.TemporaryDirectory() as tmp, quiet_logging():
         trainer = build_trainer(cfg, opt, tmp)
         params = sum(p.numel() for p in trainer.model.parameters())
-        steps = timed_steps(trainer, opt.warmup + opt.iters)[opt.warmup:]
+        steps = timed_steps(trainer, opt.warmup + opt.iters)[opt.warmup :]
         del trainer
         gc.collect()  # shuts down the loader's workers, so their peak RSS is in RUSAGE_CHILDREN
     rss = _vm_hwm_mb() + (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if opt.workers else 0.0)
-    return {"model": Path(cfg).name, "img": opt.img, "batch": opt.batch_size,
-            "images/s": statistics.median(n / s for n, s in steps), "s/iter": statistics.median(s for _, s in steps),
-            "peak RSS (MB)": rss, "params": params}
+    return {
+        "model": Path(cfg).name,
+        "img": opt.img,
+        "batch": opt.batch_size,
+        "images/s": statistics.median(n / s for n, s in steps),
+        "s/iter": statistics.median(s for _, s in steps),
+        "peak RSS (MB)": rss,
+        "params": params,
+    }
 
 
 def _child(conn, cfg, opt):
@@ -172,8 +194,10 @@ def main(argv=None):
             rows.append(benchmark_in_fork(cfg, opt))
         except RuntimeError as e:
             LOGGER.error(f"ERROR: {e}")
-    print(f"CPU training steps, torch {torch.__version__}, {opt.threads or torch.get_num_threads()} threads, "
-          f"{opt.workers} workers, {opt.iters} timed iters after {opt.warmup} warm-up\n")
+    print(
+        f"CPU training steps, torch {torch.__version__}, {opt.threads or torch.get_num_threads()} threads, "
+        f"{opt.workers} workers, {opt.iters} timed iters after {opt.warmup} warm-up\n"
+    )
     print(markdown_table(rows))
     return 0 if len(rows) == len(opt.cfg) else 1
 

@@ -1,4 +1,5 @@
 """The Python API model: images of any kind in, NMS-filtered Detections out (YOLOv5 v6.1's AutoShape)."""
+
 import io
 import urllib.error
 import urllib.request
@@ -28,8 +29,10 @@ def open_image(im, i):
         f = getattr(im, "filename", "") or f
         im = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     if not isinstance(im, np.ndarray):
-        raise TypeError(f"AutoShape: unsupported input {type(im).__name__}; pass a path, URL, PIL image, numpy "
-                        f"HWC image, BCHW tensor or a list of these")
+        raise TypeError(
+            f"AutoShape: unsupported input {type(im).__name__}; pass a path, URL, PIL image, numpy "
+            f"HWC image, BCHW tensor or a list of these"
+        )
     if im.ndim == 2:
         im = np.repeat(im[..., None], 3, 2)
     if im.shape[0] < 5 and im.shape[2] >= 5:  # CHW
@@ -81,8 +84,9 @@ class AutoShape(nn.Module):
         t.append(time_sync())
         y = self._infer(x, augment)
         t.append(time_sync())
-        y = non_max_suppression(y, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
-                                max_det=self.max_det)
+        y = non_max_suppression(
+            y, self.conf, self.iou, self.classes, self.agnostic, self.multi_label, max_det=self.max_det
+        )
         for im, det in zip(ims, y):
             scale_coords(shape, det[:, :4], im.shape)
         t.append(time_sync())
@@ -165,8 +169,15 @@ class Detections:
         for i, det in enumerate(self.pred):
             for *box, conf, cls in reversed(det).tolist():
                 file = (save_dir / "crops" / self.names[int(cls)] / self.files[i]) if save else Path("im.jpg")
-                crops.append({"box": box, "conf": conf, "cls": cls, "label": f"{self.names[int(cls)]} {conf:.2f}",
-                              "im": save_one_box(box, self.imgs[i][..., ::-1], file=file, BGR=True, save=save)})
+                crops.append(
+                    {
+                        "box": box,
+                        "conf": conf,
+                        "cls": cls,
+                        "label": f"{self.names[int(cls)]} {conf:.2f}",
+                        "im": save_one_box(box, self.imgs[i][..., ::-1], file=file, BGR=True, save=save),
+                    }
+                )
         if save:
             LOGGER.info(f"Saved results to {colorstr('bold', save_dir)}")
         return crops
@@ -190,8 +201,10 @@ class Detections:
 
     def tolist(self):
         """One Detections object per image."""
-        return [Detections([self.imgs[i]], [self.pred[i]], [self.files[i]], names=self.names, shape=self.s)
-                for i in range(self.n)]
+        return [
+            Detections([self.imgs[i]], [self.pred[i]], [self.files[i]], names=self.names, shape=self.s)
+            for i in range(self.n)
+        ]
 
     def __len__(self):
         return self.n

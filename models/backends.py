@@ -1,4 +1,5 @@
 """One inference interface over every format export.py writes: .pt, TorchScript, ONNX and OpenVINO."""
+
 import ast
 import json
 import warnings
@@ -132,9 +133,11 @@ class DetectMultiBackend(nn.Module):
     def _check_shape(self, im):
         if self.input_shape and list(im.shape) != list(self.input_shape):
             h, w = self.input_shape[2:]
-            raise BackendError(f"{self.weights} was exported for input {tuple(self.input_shape)}, got "
-                               f"{tuple(im.shape)}: pass --img {h} {w} (and batch {self.input_shape[0]}) "
-                               f"or export with --dynamic")
+            raise BackendError(
+                f"{self.weights} was exported for input {tuple(self.input_shape)}, got "
+                f"{tuple(im.shape)}: pass --img {h} {w} (and batch {self.input_shape[0]}) "
+                f"or export with --dynamic"
+            )
 
     def warmup(self, imgsz=(1, 3, 640, 640)):
         """One forward on zeros (CUDA kernels, runtime graph compilation) before timing."""
@@ -178,8 +181,11 @@ def _load_onnx(w, device, fp16, threads):
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(_missing(w), sess_options=_ort_options(ort, threads), providers=providers)
-    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-            ort.capi.onnxruntime_pybind11_state.InvalidGraph) as e:
+    except (
+        ort.capi.onnxruntime_pybind11_state.Fail,
+        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+    ) as e:
         raise BackendError(f"{w}: not a readable ONNX model: {str(e).splitlines()[0]}") from None
     meta = {k: parse_meta_value(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     inp = session.get_inputs()[0]

@@ -213,7 +213,9 @@ class GhostBottleneck(nn.Module):
         )
         projected = s != 1 or c1 != c2  # the paper's depth-wise + point-wise shortcut where shapes change
         self.shortcut = (
-            nn.Sequential(DWConv(c1, c1, k, s, act=False), Conv(c1, c2, 1, 1, act=False)) if projected else nn.Identity()
+            nn.Sequential(DWConv(c1, c1, k, s, act=False), Conv(c1, c2, 1, 1, act=False))
+            if projected
+            else nn.Identity()
         )
 
     def forward(self, x):

@@ -1,4 +1,5 @@
 """Model yaml loading: file lookup (models/, models/hub/), variants on any base (yolov5s6_SE.yaml), validation."""
+
 import re
 from pathlib import Path
 

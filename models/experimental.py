@@ -1,4 +1,5 @@
 """Loading YOLOv5 checkpoints (single or ensemble) with the safe loader."""
+
 import math
 
 import torch

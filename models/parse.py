@@ -177,7 +177,7 @@ def _space_to_depth_rule(layer, ch, ctx, source):
 def _depth_to_space_rule(layer, ch, ctx, source):
     c1, gain = _single_input(layer, ch, source), _gain(layer, source)
     if c1 % gain**2:
-        raise layer.error(source, f"input channels {c1} are not divisible by gain^2 = {gain ** 2}")
+        raise layer.error(source, f"input channels {c1} are not divisible by gain^2 = {gain**2}")
     return c1 // gain**2, layer.args, layer.n
 
 

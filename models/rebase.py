@@ -4,6 +4,7 @@ A variant yaml is the yolov5l layout plus edits (blocks inserted, modules swappe
 aligning it with `yolov5l.yaml`, described by landmarks that other bases share ("before the backbone's SPPF", "after
 the backbone's first C3", "every 1x1 head Conv"), and replayed on the target base with its `from` indices renumbered.
 """
+
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -141,7 +142,7 @@ def _insert(base, variant, wv, i1, j1, j2):
 
 def _swaps(base, variant, i1, i2, j1):
     swaps = {}
-    for (sec, b), (_, v) in zip(base[i1:i2], variant[j1:j1 + i2 - i1]):
+    for (sec, b), (_, v) in zip(base[i1:i2], variant[j1 : j1 + i2 - i1]):
         if (b[1], b[3]) != (v[1], v[3]):
             raise VariantError(f"it changes the arguments of layer {b[2]} {b[3]}, not only the module")
         swaps[(sec, b[2], repr(b[3][1:]))] = v[2]
@@ -173,8 +174,9 @@ def _apply_swaps(rows, swaps, base_name):
     for (sec, module, rest), new in swaps.items():
         hits = [r for s, r in rows if (s, r[2], repr(r[3][1:])) == (sec, module, rest)]
         if not hits:
-            raise VariantError(f"{base_name} has no {module} layer with arguments [c2, {rest[1:-1]}] in its {sec} "
-                               f"for {new} to replace")
+            raise VariantError(
+                f"{base_name} has no {module} layer with arguments [c2, {rest[1:-1]}] in its {sec} for {new} to replace"
+            )
         for r in hits:
             r[2] = new
 
@@ -186,8 +188,10 @@ def _plan_inserts(rows, inserts, base_name):
         if k is None:
             raise VariantError(f"{base_name} lacks {ins.landmark}, which the block goes {ins.where}")
         p = k if ins.where == "before" else k + 1
-        new = [(rows[k][0], [-1, r[1], r[2], [w[p - 1], *r[3][1:]] if keep else list(r[3])])
-               for (_, r), keep in zip(ins.rows, ins.keeps_width)]
+        new = [
+            (rows[k][0], [-1, r[1], r[2], [w[p - 1], *r[3][1:]] if keep else list(r[3])])
+            for (_, r), keep in zip(ins.rows, ins.keeps_width)
+        ]
         plan[p] = (new, ins.redirect)
     return plan
 
@@ -207,7 +211,7 @@ def variant_on_base(layout, variant, base, base_name="base"):
         if k < len(rows):
             index[k] = len(out)
             out.append(rows[k])
-    for k, (_, r) in enumerate(rows):
+    for _, r in rows:
         fs = [x if x == -1 else redirect.get(x, index[x]) for x in _refs(r)]
         r[0] = fs[0] if isinstance(r[0], int) else fs
     d = dict(base)

@@ -1,4 +1,5 @@
 """Test-time augmentation as YOLOv5 v6.1: three scaled/flipped versions of a batch, merged before NMS."""
+
 import math
 
 import torch
@@ -36,9 +37,9 @@ def clip_augmented(y, nl):
 
     A level k holds 4**(nl-1-k) units of rows per unit of the coarsest one, so the rows split into sum(4**k) units.
     """
-    units = sum(4 ** k for k in range(nl))
+    units = sum(4**k for k in range(nl))
     y[0] = y[0][:, : -(y[0].shape[1] // units)]
-    y[-1] = y[-1][:, (y[-1].shape[1] // units) * 4 ** (nl - 1):]
+    y[-1] = y[-1][:, (y[-1].shape[1] // units) * 4 ** (nl - 1) :]
     return y
 
 

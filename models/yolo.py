@@ -23,8 +23,7 @@ from models.registry import Channels, register  # noqa: E402
 from models.tta import forward_augment  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
-from utils.torch_utils import (fuse_conv_and_bn, initialize_weights, model_info, profile_layers,  # noqa: E402
-                               select_device)
+from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, select_device  # noqa: E402
 
 __all__ = ["Detect", "Model", "parse_model", "ModelConfigError"]
 
@@ -204,7 +203,9 @@ def main(argv=None):
         model.info(verbose=opt.verbose, img_size=opt.img)
     if opt.profile:
         device = select_device(opt.device)
-        profile_layers(model.to(device).eval(), torch.rand(8 if device.type == "cuda" else 1, 3, 640, 640, device=device))
+        profile_layers(
+            model.to(device).eval(), torch.rand(8 if device.type == "cuda" else 1, 3, 640, 640, device=device)
+        )
     return 0
 
 

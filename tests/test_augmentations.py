@@ -1,4 +1,5 @@
 """Letterbox oracle and properties of the training augmentations."""
+
 import cv2
 import numpy as np
 import pytest
@@ -7,16 +8,16 @@ from utils.augmentations import augment_hsv, box_candidates, letterbox, mixup, r
 
 
 def test_letterbox_matches_v61_oracle(shared, reference):
-    im = cv2.imread(str(shared / 'images' / 'bus.jpg'))
+    im = cv2.imread(str(shared / "images" / "bus.jpg"))
     out, ratio, (dw, dh) = letterbox(im, 320, auto=False)
     x = out[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
-    ref = np.load(reference / 'bus_input_320.npy')
+    ref = np.load(reference / "bus_input_320.npy")
     assert x.shape == ref.shape
     assert np.abs(x - ref).max() < 1e-6
     assert ratio == (320 / 1080, 320 / 1080) and dh == 0
 
 
-@pytest.mark.parametrize('h, w', [(100, 300), (300, 100), (257, 511)])
+@pytest.mark.parametrize("h, w", [(100, 300), (300, 100), (257, 511)])
 def test_letterbox_auto_pads_to_stride_multiple(h, w):
     im = np.zeros((h, w, 3), np.uint8)
     out, (r, _), (dw, dh) = letterbox(im, 320, auto=True, stride=32)
@@ -47,8 +48,9 @@ def test_augment_hsv_in_place_and_noop():
 def test_random_perspective_identity_keeps_image_and_boxes():
     im = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     targets = np.array([[1, 10, 20, 50, 60], [0, 60, 5, 90, 40]], dtype=np.float64)
-    out, t = random_perspective(im, targets, degrees=0, translate=0, scale=0, shear=0, perspective=0,
-                                rng=np.random.default_rng(0))
+    out, t = random_perspective(
+        im, targets, degrees=0, translate=0, scale=0, shear=0, perspective=0, rng=np.random.default_rng(0)
+    )
     assert (out == im).all()
     assert np.allclose(t, targets)
 
@@ -56,8 +58,17 @@ def test_random_perspective_identity_keeps_image_and_boxes():
 def test_random_perspective_border_crops_to_inner_size_and_clips_boxes():
     im = np.full((128, 128, 3), 50, np.uint8)
     targets = np.array([[2, 0, 0, 128, 128], [1, 60, 60, 70, 70]], dtype=np.float64)
-    out, t = random_perspective(im, targets, degrees=10, translate=0.1, scale=0.5, shear=2, perspective=0.0005,
-                                border=(-32, -32), rng=np.random.default_rng(3))
+    out, t = random_perspective(
+        im,
+        targets,
+        degrees=10,
+        translate=0.1,
+        scale=0.5,
+        shear=2,
+        perspective=0.0005,
+        border=(-32, -32),
+        rng=np.random.default_rng(3),
+    )
     assert out.shape == (64, 64, 3)
     assert len(t) and (t[:, 1:] >= 0).all() and (t[:, [1, 3]] <= 64).all() and (t[:, [2, 4]] <= 64).all()
     assert (t[:, 3] > t[:, 1]).all() and (t[:, 4] > t[:, 2]).all()
@@ -67,8 +78,9 @@ def test_random_perspective_segments_give_tight_boxes():
     im = np.zeros((100, 100, 3), np.uint8)
     square = np.array([[20, 20], [60, 20], [60, 60], [20, 60]], dtype=np.float64)
     targets = np.array([[0, 20, 20, 60, 60]], dtype=np.float64)
-    _, t = random_perspective(im, targets, segments=[square], degrees=45, translate=0, scale=0, shear=0,
-                              rng=np.random.default_rng(0))
+    _, t = random_perspective(
+        im, targets, segments=[square], degrees=45, translate=0, scale=0, shear=0, rng=np.random.default_rng(0)
+    )
     assert t.shape == (1, 5)
     w, h = t[0, 3] - t[0, 1], t[0, 4] - t[0, 2]
     assert w == pytest.approx(h, abs=1e-6) and 40 < w <= 40 * np.sqrt(2) + 1e-6  # rotated square's enclosing box

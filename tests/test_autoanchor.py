@@ -1,4 +1,5 @@
 """Tests for utils/autoanchor.py: BPR check, anchor replacement, k-means/genetic evolution, anchor order."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_check_anchors_replaces_poor_anchors_through_ddp_wrapper():
     assert anchor_fit(_pixel_anchors(m), wh, 4.0)[0] > bpr_before
     expected = kmean_anchors(ds, n=9, img_size=640, thr=4.0, gen=1000, verbose=False)
     np.testing.assert_allclose(_pixel_anchors(m), expected, rtol=1e-5)  # installed as evolved, in P3..P5 order
-    area = m.anchors.prod(-1).mean(-1) * m.stride ** 2
+    area = m.anchors.prod(-1).mean(-1) * m.stride**2
     assert area[0] <= area[-1]  # small anchors stay on P3
     assert m.anchors.dtype == torch.float32 and m.anchors.shape == (3, 3, 2)
 

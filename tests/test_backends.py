@@ -1,4 +1,5 @@
 """DetectMultiBackend: every exported format gives the .pt model's output; bad inputs give one clear line."""
+
 import json
 import re
 import shutil
@@ -6,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import onnx
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 import yaml
@@ -36,8 +37,9 @@ def exported(tmp_path_factory):
     for kind in "static", "dynamic":
         d = tmp_path_factory.mktemp(kind)
         save_checkpoint({"epoch": -1, "model": model.half(), "ema": None}, d / "n2.pt")
-        files = export(weights=d / "n2.pt", include=["torchscript", "onnx", "openvino"], imgsz=(H, W),
-                       dynamic=kind == "dynamic")
+        files = export(
+            weights=d / "n2.pt", include=["torchscript", "onnx", "openvino"], imgsz=(H, W), dynamic=kind == "dynamic"
+        )
         out[kind] = [d / "n2.pt", *files]
     return out
 
@@ -74,16 +76,20 @@ def test_static_export_refuses_another_size(exported):
 
 
 def test_formats():
-    assert [model_format(f) for f in ("a.pt", "a.torchscript", "a.onnx", "a_openvino_model", "a_openvino_model/",
-                                      "x/a.xml")] == ["PyTorch", "TorchScript", "ONNX"] + ["OpenVINO"] * 3
+    assert [
+        model_format(f) for f in ("a.pt", "a.torchscript", "a.onnx", "a_openvino_model", "a_openvino_model/", "x/a.xml")
+    ] == ["PyTorch", "TorchScript", "ONNX"] + ["OpenVINO"] * 3
 
 
-@pytest.mark.parametrize("name, message", [
-    ("model.tflite", "TFLite is not supported"),
-    ("model.mlmodel", r"CoreML models run on Apple devices \(coremltools cannot run predictions elsewhere\)"),
-    ("model.engine", "TensorRT needs an NVIDIA GPU"),
-    ("model.h5", r"unknown model format '\.h5'; expected one of \.pt, \.torchscript, \.onnx, _openvino_model"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("model.tflite", "TFLite is not supported"),
+        ("model.mlmodel", r"CoreML models run on Apple devices \(coremltools cannot run predictions elsewhere\)"),
+        ("model.engine", "TensorRT needs an NVIDIA GPU"),
+        ("model.h5", r"unknown model format '\.h5'; expected one of \.pt, \.torchscript, \.onnx, _openvino_model"),
+    ],
+)
 def test_unsupported_suffixes_are_refused(name, message):
     with pytest.raises(BackendError, match=message):
         DetectMultiBackend(name)
@@ -137,20 +143,35 @@ def test_augment_needs_pytorch(exported):
         m(torch.rand(1, 3, H, W), augment=True)
 
 
-@pytest.mark.parametrize("weights, message", [
-    ("bad.onnx", "ERROR: .*bad.onnx: not a readable ONNX model"),
-    ("model.tflite", "ERROR: model.tflite: TFLite is not supported"),
-])
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ("bad.onnx", "ERROR: .*bad.onnx: not a readable ONNX model"),
+        ("model.tflite", "ERROR: model.tflite: TFLite is not supported"),
+    ],
+)
 def test_cli_bad_weights_one_line(tmp_path, weights, message):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     shutil.copy(ROOT / "data" / "images" / "bus.jpg", tmp_path)
-    r = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights", weights, "--source", "bus.jpg",
-                        "--project", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "detect.py"),
+            "--weights",
+            weights,
+            "--source",
+            "bus.jpg",
+            "--project",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     err = [line for line in (r.stdout + r.stderr).splitlines() if "ERROR" in line or "Traceback" in line]
     assert r.returncode == 1 and len(err) == 1, r.stdout + r.stderr
     assert re.search(message, err[0]), err
-
-
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +186,16 @@ def raccoon_exports(tmp_path_factory):
 def test_val_map_of_every_format_matches_pt(raccoon_exports, raccoon_yaml, tmp_path):
     maps = []
     for f in raccoon_exports:
-        (p, r, map50, map_, *_), _, _ = val.run(data=str(raccoon_yaml), weights=str(f), imgsz=320, batch_size=32,
-                                                workers=0, project=tmp_path, name=f.name, plots=False)
+        (p, r, map50, map_, *_), _, _ = val.run(
+            data=str(raccoon_yaml),
+            weights=str(f),
+            imgsz=320,
+            batch_size=32,
+            workers=0,
+            project=tmp_path,
+            name=f.name,
+            plots=False,
+        )
         maps.append((map50, map_))
     assert maps[0] == pytest.approx((0.948, 0.557), abs=0.001)  # v6.1's val_320.json
     for f, m in zip(raccoon_exports[1:], maps[1:]):
@@ -186,8 +215,21 @@ def boxes_in_pixels(save_dir):
 
 def test_detect_boxes_of_every_format_match_pt(raccoon_exports, tmp_path):
     source = RACCOON_VAL
-    found = [boxes_in_pixels(detect.run(weights=f, source=source, imgsz=320, project=tmp_path, name=f.name,
-                                        save_txt=True, save_conf=True, nosave=True)) for f in raccoon_exports]
+    found = [
+        boxes_in_pixels(
+            detect.run(
+                weights=f,
+                source=source,
+                imgsz=320,
+                project=tmp_path,
+                name=f.name,
+                save_txt=True,
+                save_conf=True,
+                nosave=True,
+            )
+        )
+        for f in raccoon_exports
+    ]
     assert len(found[0]) > 30
     for f, boxes in zip(raccoon_exports[1:], found[1:]):
         assert boxes.keys() == found[0].keys(), f

@@ -1,4 +1,5 @@
 """benchmarks/compare.py, train_speed.py and speed.py on tiny inputs."""
+
 import csv
 import json
 
@@ -6,14 +7,28 @@ import pytest
 import yaml
 
 from benchmarks import compare, speed, train_speed
-from conftest import ROOT, captured_log
 from models.yolo import Model
 from utils.torch_utils import exact_flops, legacy_gflops
 
+from conftest import ROOT, captured_log
+
 MODELS = ROOT / "models"
-RESULTS_HEAD = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
-                "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
-                "x/lr0", "x/lr1", "x/lr2"]
+RESULTS_HEAD = [
+    "epoch",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+]
 
 
 def _fake_run(root, name, cfg, maps=None):
@@ -49,14 +64,29 @@ def test_bad_cfg_arguments_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing_"):
         compare.expand_cfgs([str(tmp_path / "nothing_*.yaml")])
     assert compare.model_rows(["models/yolov5_SE.yaml"], "m") == [
-        ("baseline", "yolov5m.yaml"), ("SE", "models/yolov5m_SE.yaml")]
+        ("baseline", "yolov5m.yaml"),
+        ("SE", "models/yolov5m_SE.yaml"),
+    ]
 
 
 def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "out"
     _fake_run(runs, "exp", "yolov5n_SE.yaml", [(0.5, 0.3)])
-    argv = ["--cfg", str(MODELS / "yolov5_SE.yaml"), str(MODELS / "yolov5_C*.yaml"), "--scale", "n", "--img", "64",
-            "--repeats", "1", "--runs", str(runs), "--out", str(out)]
+    argv = [
+        "--cfg",
+        str(MODELS / "yolov5_SE.yaml"),
+        str(MODELS / "yolov5_C*.yaml"),
+        "--scale",
+        "n",
+        "--img",
+        "64",
+        "--repeats",
+        "1",
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+    ]
     assert compare.main(argv) == 0
     assert capsys.readouterr().out.startswith("| variant | cfg | params |")
     with open(out / "compare.csv", newline="") as f:
@@ -78,8 +108,20 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
 
 
 def test_train_speed_prints_positive_throughput(tiny_data, capsys):
-    argv = ["--cfg", "yolov5n.yaml", "--img", "64", "--batch-size", "2", "--iters", "2", "--warmup", "1",
-            "--data", str(tiny_data)]
+    argv = [
+        "--cfg",
+        "yolov5n.yaml",
+        "--img",
+        "64",
+        "--batch-size",
+        "2",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--data",
+        str(tiny_data),
+    ]
     assert train_speed.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-3] == "| " + " | ".join(train_speed.COLUMNS) + " |"
@@ -103,20 +145,43 @@ def tiny_weights(tmp_path_factory):
 
 
 def test_speed_saves_figures_and_prints_baseline_ratios(tiny_data, tiny_weights, tmp_path, capsys):
-    argv = ["--weights", str(tiny_weights), "--data", str(tiny_data), "--img", "64", "--batch-size", "4",
-            "--val-batch-size", "2", "--workers", "0", "--repeats", "2", "--warmup", "0"]
+    argv = [
+        "--weights",
+        str(tiny_weights),
+        "--data",
+        str(tiny_data),
+        "--img",
+        "64",
+        "--batch-size",
+        "4",
+        "--val-batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+    ]
     assert speed.main(argv + ["--save", str(tmp_path / "a.json")]) == 0
     figures = json.loads((tmp_path / "a.json").read_text())["figures"]
     assert figures["train images/s"] > 0 and figures["detect latency ms/img (batch 1)"] > 0
     assert figures["val inference ms/img (batch 2)"] > 0 and figures["val NMS ms/img"] >= 0
     assert all(figures[f"{p} peak RSS (MB)"] > 50 for p in speed.PHASES)
     assert 0 <= figures["mAP@.5"] <= 1 and figures["mAP@.5:.95"] <= figures["mAP@.5"]
-    halved = {**figures, "train images/s": figures["train images/s"] / 2, "val NMS ms/img": 2 * figures["val NMS ms/img"]}
+    halved = {
+        **figures,
+        "train images/s": figures["train images/s"] / 2,
+        "val NMS ms/img": 2 * figures["val NMS ms/img"],
+    }
     (tmp_path / "b.json").write_text(json.dumps({"setup": {}, "figures": halved}))
     capsys.readouterr()
     assert speed.main(argv + ["--phases", "val", "--baseline", str(tmp_path / "b.json")]) == 0
-    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
-            for r in capsys.readouterr().out.splitlines() if r.startswith("| ")}
+    rows = {
+        r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
+        for r in capsys.readouterr().out.splitlines()
+        if r.startswith("| ")
+    }
     assert "train images/s" not in rows  # only the phases asked for
     assert rows["mAP@.5"][3] == "+0.0000"  # same weights, same data: same accuracy
     assert rows["val NMS ms/img"][2] == f"{halved['val NMS ms/img']:.4g}"
@@ -127,7 +192,7 @@ def test_speed_ratio_direction_and_bad_baseline(tmp_path):
     assert speed.ratio("val NMS ms/img", 10.0, 20.0) == pytest.approx(2.0)
     assert speed.ratio("mAP@.5", 0.9, 0.8) is None
     bad = tmp_path / "bad.json"
-    bad.write_text("{\"figures\": 3}")
+    bad.write_text('{"figures": 3}')
     with pytest.raises(ValueError, match="bad.json: not a speed.py --save file"):
         speed.load_baseline(bad)
 

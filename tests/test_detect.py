@@ -1,4 +1,5 @@
 """detect.py: v6.1 detections on the raccoon val set, every source kind, output options and bad inputs."""
+
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ from models.experimental import attempt_load
 
 from conftest import RACCOON_VAL as VAL_DIR
 from conftest import ROOT, WEIGHTS
+
 LINE = re.compile(r"^image (\d+)/40 (\S+\.jpg): (\d+)x(\d+) (?:(\d+) raccoons?, )?Done\. \(\d+\.\d{3}s\)$")
 
 
@@ -66,8 +68,15 @@ def val_run(tmp_path_factory):
     """One detect.py run over the 40 raccoon val images with the v6.1 reference settings."""
     if not WEIGHTS.exists() or not VAL_DIR.exists():
         pytest.skip("needs ../shared (reference checkpoint and raccoon data)")
-    return detect_run(WEIGHTS, VAL_DIR, tmp_path_factory.mktemp("detect"), conf_thres=0.25, iou_thres=0.45,
-                      save_txt=True, save_conf=True)
+    return detect_run(
+        WEIGHTS,
+        VAL_DIR,
+        tmp_path_factory.mktemp("detect"),
+        conf_thres=0.25,
+        iou_thres=0.45,
+        save_txt=True,
+        save_conf=True,
+    )
 
 
 def test_matches_v61_reference(val_run, reference):
@@ -93,10 +102,20 @@ def test_log_lines_and_outputs(val_run):
         assert max(h, w) == 320 and h % 32 == 0 and w % 32 == 0
         n = int(m.group(5) or 0)
         assert n == len(read_rows(save_dir / "labels" / f"{Path(m.group(2)).stem}.txt"))
-    assert any(re.fullmatch(r"Speed: [\d.]+ms pre-process, [\d.]+ms inference, [\d.]+ms NMS per image at shape "
-                            r"\(1, 3, 320, 320\)", x) for x in lines)
-    assert any(x.startswith("Results saved to") and str(save_dir) in x and x.endswith(
-        f"{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}") for x in lines)
+    assert any(
+        re.fullmatch(
+            r"Speed: [\d.]+ms pre-process, [\d.]+ms inference, [\d.]+ms NMS per image at shape "
+            r"\(1, 3, 320, 320\)",
+            x,
+        )
+        for x in lines
+    )
+    assert any(
+        x.startswith("Results saved to")
+        and str(save_dir) in x
+        and x.endswith(f"{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}")
+        for x in lines
+    )
     for p in VAL_DIR.glob("*.jpg"):
         out = cv2.imread(str(save_dir / p.name))
         assert out is not None and out.shape == cv2.imread(str(p)).shape
@@ -146,7 +165,8 @@ def test_video_source(ref_weights, tmp_path):
     writer.release()
     save_dir, lines = detect_run(ref_weights, video, tmp_path, save_txt=True)
     assert [x.split(":")[0] for x in lines if x.startswith("video ")] == [
-        f"video 1/1 ({i}/3) {video}" for i in (1, 2, 3)]
+        f"video 1/1 ({i}/3) {video}" for i in (1, 2, 3)
+    ]
     cap = cv2.VideoCapture(str(save_dir / "clip.mp4"))
     frames = []
     while (frame := cap.read())[0]:
@@ -182,14 +202,18 @@ def test_classes_filter(ref_weights, tmp_path):
     assert not any(re.search(r"\d raccoons?, Done", x) for x in lines)
 
 
-@pytest.mark.parametrize("option, pattern", [({}, r"raccoon \d\.\d\d"), ({"hide_conf": True}, r"raccoon"),
-                                             ({"hide_labels": True}, r"None")])
+@pytest.mark.parametrize(
+    "option, pattern", [({}, r"raccoon \d\.\d\d"), ({"hide_conf": True}, r"raccoon"), ({"hide_labels": True}, r"None")]
+)
 def test_label_text(ref_weights, tmp_path, monkeypatch, option, pattern):
     """Box labels are `name conf`, `name` with --hide-conf, none with --hide-labels."""
     labels = []
     draw = detect.Annotator.box_label
-    monkeypatch.setattr(detect.Annotator, "box_label",
-                        lambda self, box, label="", **kw: labels.append(label) or draw(self, box, label, **kw))
+    monkeypatch.setattr(
+        detect.Annotator,
+        "box_label",
+        lambda self, box, label="", **kw: labels.append(label) or draw(self, box, label, **kw),
+    )
     detect_run(ref_weights, copy_images(tmp_path / "src", 1)[0], tmp_path, **option)
     assert labels and all(re.fullmatch(pattern, str(x)) for x in labels)
 
@@ -223,8 +247,15 @@ def test_missing_source_and_weights(ref_weights, tmp_path):
 
 def test_cli_missing_source_exits_cleanly(ref_weights, tmp_path, monkeypatch):
     """The command line reports a missing source in one ERROR line and exits with code 1 (no traceback)."""
-    argv = ["detect.py", "--weights", str(ref_weights), "--source", str(tmp_path / "gone.jpg"), "--project",
-            str(tmp_path)]
+    argv = [
+        "detect.py",
+        "--weights",
+        str(ref_weights),
+        "--source",
+        str(tmp_path / "gone.jpg"),
+        "--project",
+        str(tmp_path),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     with captured_log() as lines, pytest.raises(SystemExit) as e:
         runpy.run_path(str(ROOT / "detect.py"), run_name="__main__")
@@ -241,6 +272,7 @@ def test_stream_sources_are_recognised():
 def test_fused_model_matches_unfused(ref_weights):
     """detect.load_model returns the fused model, numerically equal to the unfused one."""
     import torch
+
     model, stride, names = detect.load_model(ref_weights, torch.device("cpu"), half=False)
     x = torch.rand(1, 3, 128, 160)
     ref = attempt_load(ref_weights, fuse=False)(x)[0]

@@ -1,4 +1,5 @@
 """export.py: ONNX and TorchScript files that reproduce the PyTorch model, with v6.1's names and metadata."""
+
 import json
 import shutil
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import captured_log
 from export import has_xnnpack, parse_opt, run
 from models.experimental import attempt_load
 from models.yolo import Model
 from utils.checkpoints import save_checkpoint
+
+from conftest import captured_log
 
 H, W = 128, 160  # export size: a multiple of the stride, not square
 TOL = 1e-4
@@ -58,7 +60,7 @@ def test_onnx_static_matches_pytorch(n2_weights):
     assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["output"]
     x = torch.rand(1, 3, H, W)
     (y,) = onnx_predict(files[0], x)
-    n_anchors = 3 * (H * W // 8 ** 2 + H * W // 16 ** 2 + H * W // 32 ** 2)
+    n_anchors = 3 * (H * W // 8**2 + H * W // 16**2 + H * W // 32**2)
     assert y.shape == (1, n_anchors, 7)
     np.testing.assert_allclose(normalised(y, H, W), normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
 
@@ -107,15 +109,18 @@ def test_torchscript_round_trip(n2_weights):
     np.testing.assert_allclose(normalised(y, H, W), normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"include": ["tflite"]}, "--include tflite is not available: TensorFlow formats are not supported"),
-    ({"include": ["saved_model"]}, "--include saved_model is not available: TensorFlow formats"),
-    ({"include": ["onnx", "paddle"]}, "invalid --include paddle"),
-    ({"train": True, "include": ["openvino"]}, "--train exports raw per-level maps: only torchscript and onnx"),
-    ({"half": True, "device": "cpu"}, "--half only compatible with GPU export"),
-    ({"cfg": "yolov5n.yaml"}, "exactly one of --weights"),
-    ({"imgsz": (64, 64, 64)}, "--img takes one or two"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"include": ["tflite"]}, "--include tflite is not available: TensorFlow formats are not supported"),
+        ({"include": ["saved_model"]}, "--include saved_model is not available: TensorFlow formats"),
+        ({"include": ["onnx", "paddle"]}, "invalid --include paddle"),
+        ({"train": True, "include": ["openvino"]}, "--train exports raw per-level maps: only torchscript and onnx"),
+        ({"half": True, "device": "cpu"}, "--half only compatible with GPU export"),
+        ({"cfg": "yolov5n.yaml"}, "exactly one of --weights"),
+        ({"imgsz": (64, 64, 64)}, "--img takes one or two"),
+    ],
+)
 def test_bad_options_give_clear_errors(n2_weights, kwargs, message):
     with pytest.raises(ValueError, match=message):
         run(**{"weights": n2_weights, **kwargs})
@@ -138,16 +143,23 @@ def test_cfg_attention_variant_exports_to_onnx(tmp_path, monkeypatch):
 
 def test_v61_defaults_and_closing_hints(n2_weights):
     opt = parse_opt(["--weights", str(n2_weights)])
-    assert (opt.include, opt.opset, opt.imgsz, opt.dynamic, opt.simplify) == (["torchscript", "onnx"], 12, [640, 640],
-                                                                              False, False)
+    assert (opt.include, opt.opset, opt.imgsz, opt.dynamic, opt.simplify) == (
+        ["torchscript", "onnx"],
+        12,
+        [640, 640],
+        False,
+        False,
+    )
     with captured_log() as lines:
         files = run(weights=n2_weights, imgsz=(H, W))
     assert files == [n2_weights.with_suffix(".torchscript"), n2_weights.with_suffix(".onnx")]
     assert onnx.load(str(files[1])).opset_import[0].version == 12
     text = "\n".join(lines)
-    for hint in (f"Detect:          python detect.py --weights {files[-1]}",
-                 f"Validate:        python val.py --weights {files[-1]}",
-                 f"', 'custom', '{files[-1]}', source='local')"):
+    for hint in (
+        f"Detect:          python detect.py --weights {files[-1]}",
+        f"Validate:        python val.py --weights {files[-1]}",
+        f"', 'custom', '{files[-1]}', source='local')",
+    ):
         assert hint in text
 
 
@@ -160,8 +172,9 @@ def test_simplify_keeps_outputs(n2_weights, tmp_path):
     assert len(onnx.load(str(f)).graph.node) < n_plain
     assert onnx_metadata(f) == {"stride": 32, "names": ["0", "1"]}
     x = torch.rand(1, 3, H, W)
-    np.testing.assert_allclose(normalised(onnx_predict(f, x)[0], H, W), normalised(torch_predict(n2_weights, x), H, W),
-                               atol=TOL)
+    np.testing.assert_allclose(
+        normalised(onnx_predict(f, x)[0], H, W), normalised(torch_predict(n2_weights, x), H, W), atol=TOL
+    )
 
 
 def test_openvino_folder_with_metadata(n2_weights, tmp_path):
@@ -180,8 +193,9 @@ def test_optimize_is_mobile_torchscript_or_a_clear_refusal(n2_weights):
         return
     (f,) = run(weights=n2_weights, include=["torchscript"], imgsz=(H, W), optimize=True)
     x = torch.rand(1, 3, H, W)
-    np.testing.assert_allclose(normalised(torch.jit.load(str(f))(x)[0].numpy(), H, W),
-                               normalised(torch_predict(n2_weights, x), H, W), atol=TOL)
+    np.testing.assert_allclose(
+        normalised(torch.jit.load(str(f))(x)[0].numpy(), H, W), normalised(torch_predict(n2_weights, x), H, W), atol=TOL
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """Tests for utils.general and utils.boxes: paths, file lookup, sizes, schedules, box conversions, NMS."""
+
 import math
 
 import numpy as np
@@ -6,9 +7,24 @@ import pytest
 import torch
 
 import utils.general as general
-from utils.general import (check_file, check_img_size, check_suffix, clip_coords, increment_path,
-                           labels_to_class_weights, labels_to_image_weights, make_divisible, non_max_suppression,
-                           one_cycle, scale_coords, xyn2xy, xywh2xyxy, xywhn2xyxy, xyxy2xywh, xyxy2xywhn)
+from utils.general import (
+    check_file,
+    check_img_size,
+    check_suffix,
+    clip_coords,
+    increment_path,
+    labels_to_class_weights,
+    labels_to_image_weights,
+    make_divisible,
+    non_max_suppression,
+    one_cycle,
+    scale_coords,
+    xyn2xy,
+    xywh2xyxy,
+    xywhn2xyxy,
+    xyxy2xywh,
+    xyxy2xywhn,
+)
 
 
 def _pred(rows, nc):
@@ -60,7 +76,7 @@ def test_one_cycle_ramps_between_ends():
 
 
 def test_class_and_image_weights():
-    labels = [np.array([[0, .5, .5, .1, .1], [0, .2, .2, .1, .1]]), np.array([[1, .5, .5, .1, .1]])]
+    labels = [np.array([[0, 0.5, 0.5, 0.1, 0.1], [0, 0.2, 0.2, 0.1, 0.1]]), np.array([[1, 0.5, 0.5, 0.1, 0.1]])]
     w = labels_to_class_weights(labels, nc=3)
     assert w.sum().item() == pytest.approx(1.0)
     assert w[1] == pytest.approx(2 * w[0].item()) and w[2] == pytest.approx(w[1].item())  # unseen class counts as 1

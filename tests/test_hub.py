@@ -1,4 +1,5 @@
 """hubconf.py through torch.hub.load (source='local'): AutoShape inputs and the Detections results object."""
+
 import functools
 import http.server
 import shutil
@@ -14,9 +15,10 @@ from PIL import Image
 
 import detect
 import hubconf
-from conftest import RACCOON_VAL, WEIGHTS, captured_log
 from models.autoshape import AutoShape, Detections
 from utils.checkpoints import load_checkpoint
+
+from conftest import RACCOON_VAL, WEIGHTS, captured_log
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = RACCOON_VAL / "raccoon-102.jpg"  # 259x194, two raccoons
@@ -48,7 +50,13 @@ def server(tmp_path, monkeypatch):
 def test_v61_defaults(model):
     assert isinstance(model, AutoShape)
     assert (model.conf, model.iou, model.classes, model.agnostic, model.multi_label, model.max_det) == (
-        0.25, 0.45, None, False, False, 1000)
+        0.25,
+        0.45,
+        None,
+        False,
+        False,
+        1000,
+    )
 
 
 def test_every_input_kind_gives_the_same_boxes(model, server):
@@ -56,16 +64,23 @@ def test_every_input_kind_gives_the_same_boxes(model, server):
     inputs = [str(IMAGE), IMAGE, Image.open(IMAGE), rgb, cv2.imread(str(IMAGE))[..., ::-1], f"{server}/r.jpg"]
     results = model(inputs, size=320)
     assert isinstance(results, Detections) and len(results) == 6
-    assert results.files == ["raccoon-102.jpg", "raccoon-102.jpg", "raccoon-102.jpg", "image3.jpg", "image4.jpg",
-                             "r.jpg"]
+    assert results.files == [
+        "raccoon-102.jpg",
+        "raccoon-102.jpg",
+        "raccoon-102.jpg",
+        "image3.jpg",
+        "image4.jpg",
+        "r.jpg",
+    ]
     for det in results.xyxy:
         assert det.shape == (2, 6) and torch.allclose(det, results.xyxy[0], atol=1e-3)
 
 
 def test_boxes_match_detect_py(model, tmp_path):
     found = model(str(IMAGE), size=320).xyxy[0]
-    save_dir = detect.run(weights=WEIGHTS, source=IMAGE, imgsz=320, project=tmp_path, save_txt=True, save_conf=True,
-                          nosave=True)
+    save_dir = detect.run(
+        weights=WEIGHTS, source=IMAGE, imgsz=320, project=tmp_path, save_txt=True, save_conf=True, nosave=True
+    )
     rows = np.loadtxt(save_dir / "labels" / "raccoon-102.txt", ndmin=2)  # cls x y w h conf, lowest conf first
     xyxy = np.concatenate((rows[:, 1:3] - rows[:, 3:5] / 2, rows[:, 1:3] + rows[:, 3:5] / 2), 1) * (259, 194, 259, 194)
     ours = found.numpy()[::-1]
@@ -88,10 +103,21 @@ def test_print_pandas_tolist(model):
     assert lines[0] == "image 1/2: 194x259 2 raccoons" and lines[1] == "image 2/2: 64x96 (no detections)"
     assert lines[2].startswith("Speed: ") and lines[2].endswith("per image at shape (2, 3, 256, 320)")
     df = r.pandas().xyxy[0]
-    assert isinstance(df, pd.DataFrame) and list(df.columns) == ["xmin", "ymin", "xmax", "ymax", "confidence",
-                                                                 "class", "name"]
+    assert isinstance(df, pd.DataFrame) and list(df.columns) == [
+        "xmin",
+        "ymin",
+        "xmax",
+        "ymax",
+        "confidence",
+        "class",
+        "name",
+    ]
     assert list(df.name) == ["raccoon", "raccoon"] and list(r.pandas().xywh[0].columns)[:4] == [
-        "xcenter", "ycenter", "width", "height"]
+        "xcenter",
+        "ycenter",
+        "width",
+        "height",
+    ]
     parts = r.tolist()
     assert [len(p) for p in parts] == [1, 1] and torch.equal(parts[0].xyxy[0], r.xyxy[0])
 
@@ -122,8 +148,16 @@ def test_entry_points_cover_sizes_and_variants():
 
 
 def test_variant_from_scratch_with_channels_and_classes():
-    m = torch.hub.load(str(ROOT), "yolov5n_SOCA", pretrained=False, channels=1, classes=3, autoshape=False,
-                       source="local", verbose=False)
+    m = torch.hub.load(
+        str(ROOT),
+        "yolov5n_SOCA",
+        pretrained=False,
+        channels=1,
+        classes=3,
+        autoshape=False,
+        source="local",
+        verbose=False,
+    )
     y, _ = m.eval()(torch.zeros(1, 1, 64, 64))
     assert y.shape[-1] == 8
 

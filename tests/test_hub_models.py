@@ -1,4 +1,5 @@
 """Every YOLOv5 v6.1 models/hub config: per-layer table, summary line, state_dict, strides and output shape."""
+
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -95,7 +96,8 @@ def test_variant_on_p6_base_is_the_p6_model_plus_the_block():
         assert list(model(torch.zeros(1, 3, 256, 256))[0].shape) == HUB["yolov5s6"]["output_shape_256"]
     n_params = HUB["yolov5s6"]["n_params"] + added
     assert [ln for ln in lines if ln.startswith("Model Summary")][0].startswith(
-        f"Model Summary: {355 + len(list(se.modules()))} layers, {n_params} parameters")
+        f"Model Summary: {355 + len(list(se.modules()))} layers, {n_params} parameters"
+    )
 
 
 def test_output_level_blocks_follow_detects_last_input():
@@ -118,8 +120,10 @@ def test_every_variant_on_every_hub_base_builds_or_says_why():
     expected = {(b, v) for b in v3 for v in END_OF_BACKBONE | {"DoubleAttention"}}
     expected |= {("yolov5s-ghost", "DoubleAttention"), ("yolov5s-ghost", "dynamic")}
     assert set(failed) == expected
-    assert failed[("yolov3", "SE")] == ("yolov3_SE.yaml: cannot put the yolov5_SE.yaml block(s) on yolov3.yaml: "
-                                        "yolov3.yaml lacks the backbone's last SPPF, which the block goes before")
+    assert failed[("yolov3", "SE")] == (
+        "yolov3_SE.yaml: cannot put the yolov5_SE.yaml block(s) on yolov3.yaml: "
+        "yolov3.yaml lacks the backbone's last SPPF, which the block goes before"
+    )
     assert "has no Conv layer with arguments [c2, 1, 1] in its head" in failed[("yolov5s-ghost", "dynamic")]
 
 

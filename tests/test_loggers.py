@@ -1,4 +1,5 @@
 """utils/loggers.py: results.csv and TensorBoard (scalars, graph, images) as v6.1; --no-tensorboard."""
+
 import logging
 import sys
 from unittest import mock
@@ -63,9 +64,32 @@ def test_missing_tensorboard_warns_and_keeps_csv(tmp_path, monkeypatch):
 
 
 def _train(data, project, *extra):
-    train.main(train.parse_opt(["--data", str(data), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64",
-                                "--batch-size", "4", "--epochs", "1", "--workers", "0", "--noautoanchor",
-                                "--project", str(project), "--name", "exp", *extra]))
+    train.main(
+        train.parse_opt(
+            [
+                "--data",
+                str(data),
+                "--cfg",
+                "yolov5n.yaml",
+                "--weights",
+                "",
+                "--img",
+                "64",
+                "--batch-size",
+                "4",
+                "--epochs",
+                "1",
+                "--workers",
+                "0",
+                "--noautoanchor",
+                "--project",
+                str(project),
+                "--name",
+                "exp",
+                *extra,
+            ]
+        )
+    )
     return project / "exp"
 
 

@@ -1,4 +1,5 @@
 """Tests for utils.loss: target assignment, loss properties, and the v6.1 oracle loss on a real checkpoint."""
+
 import json
 from types import SimpleNamespace
 
@@ -13,9 +14,13 @@ HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "ancho
 
 def _fake_model(nc=2, hyp=HYP):
     """Object with the attributes ComputeLoss reads: hyp and a Detect-like last layer (3 levels, 3 anchors)."""
-    anchors = torch.tensor([[[1.25, 1.625], [2.0, 3.75], [4.125, 2.875]],
-                            [[1.875, 3.8125], [3.875, 2.8125], [3.6875, 7.4375]],
-                            [[3.625, 2.8125], [4.875, 6.1875], [11.65625, 10.1875]]])
+    anchors = torch.tensor(
+        [
+            [[1.25, 1.625], [2.0, 3.75], [4.125, 2.875]],
+            [[1.875, 3.8125], [3.875, 2.8125], [3.6875, 7.4375]],
+            [[3.625, 2.8125], [4.875, 6.1875], [11.65625, 10.1875]],
+        ]
+    )
     det = SimpleNamespace(na=3, nc=nc, nl=3, anchors=anchors, stride=torch.tensor([8.0, 16.0, 32.0]))
     return SimpleNamespace(hyp=dict(hyp), gr=1.0, model=[det])
 
@@ -94,6 +99,7 @@ def test_focal_loss_downweights_easy_examples():
 
 def test_loss_matches_v61_reference(reference, ref_weights):
     from models.experimental import attempt_load
+
     expected = json.loads((reference / "loss.json").read_text())
     images = torch.from_numpy(np.load(reference / "loss_batch_images.npy"))
     targets = torch.from_numpy(np.load(reference / "loss_batch_targets.npy"))

@@ -1,10 +1,10 @@
 """Tests for utils.metrics: IoU variants, val matching, AP, ap_per_class, confusion matrix, fitness."""
+
 import numpy as np
 import pytest
 import torch
 
-from utils.metrics import (ConfusionMatrix, ap_per_class, bbox_iou, box_iou, compute_ap, fitness,
-                           match_predictions)
+from utils.metrics import ConfusionMatrix, ap_per_class, bbox_iou, box_iou, compute_ap, fitness, match_predictions
 
 IOUV = torch.linspace(0.5, 0.95, 10)
 
@@ -55,10 +55,14 @@ def test_compute_ap_known_curves():
 
 def test_match_predictions_one_to_one_and_thresholds():
     labels = torch.tensor([[0, 0.0, 0.0, 10.0, 10.0], [1, 20.0, 20.0, 30.0, 30.0]])
-    dets = torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9, 0],     # exact match of label 0
-                         [0.0, 0.0, 10.0, 10.0, 0.8, 0],     # duplicate of label 0
-                         [20.0, 20.0, 30.0, 28.0, 0.7, 1],   # IoU 0.8 with label 1
-                         [20.0, 20.0, 30.0, 30.0, 0.6, 0]])  # wrong class
+    dets = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0, 0.9, 0],  # exact match of label 0
+            [0.0, 0.0, 10.0, 10.0, 0.8, 0],  # duplicate of label 0
+            [20.0, 20.0, 30.0, 28.0, 0.7, 1],  # IoU 0.8 with label 1
+            [20.0, 20.0, 30.0, 30.0, 0.6, 0],
+        ]
+    )  # wrong class
     correct = match_predictions(dets, labels, IOUV)
     assert correct.shape == (4, 10) and correct.dtype == torch.bool
     assert correct[:, 0].sum() == 2 and not correct[3].any()
@@ -68,8 +72,12 @@ def test_match_predictions_one_to_one_and_thresholds():
 def test_match_predictions_keeps_first_detection_per_label_after_dedup():
     # v6.1: after keeping each detection's best pair, each label keeps its lowest-index detection
     labels = torch.tensor([[0, 0.0, 0.0, 10.0, 10.0]])
-    dets = torch.tensor([[0.0, 0.0, 10.0, 6.0, 0.9, 0],     # IoU 0.6
-                         [0.0, 0.0, 10.0, 10.0, 0.8, 0]])   # IoU 1.0
+    dets = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 6.0, 0.9, 0],  # IoU 0.6
+            [0.0, 0.0, 10.0, 10.0, 0.8, 0],
+        ]
+    )  # IoU 1.0
     correct = match_predictions(dets, labels, IOUV)
     assert correct[0].tolist() == [True] * 3 + [False] * 7 and not correct[1].any()
 
@@ -93,10 +101,14 @@ def test_ap_per_class_half_recall_and_missing_class():
 def test_confusion_matrix_counts():
     cm = ConfusionMatrix(nc=2, conf=0.25, iou_thres=0.45)
     labels = torch.tensor([[0, 0.0, 0.0, 10.0, 10.0], [1, 20.0, 20.0, 30.0, 30.0], [0, 50.0, 50.0, 60.0, 60.0]])
-    dets = torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9, 0],      # correct class 0
-                         [20.0, 20.0, 30.0, 30.0, 0.8, 0],    # label class 1 predicted as 0
-                         [80.0, 80.0, 90.0, 90.0, 0.7, 1],    # matches nothing: background FP
-                         [50.0, 50.0, 60.0, 60.0, 0.1, 0]])   # below conf: dropped, label 2 missed
+    dets = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0, 0.9, 0],  # correct class 0
+            [20.0, 20.0, 30.0, 30.0, 0.8, 0],  # label class 1 predicted as 0
+            [80.0, 80.0, 90.0, 90.0, 0.7, 1],  # matches nothing: background FP
+            [50.0, 50.0, 60.0, 60.0, 0.1, 0],
+        ]
+    )  # below conf: dropped, label 2 missed
     cm.process_batch(dets, labels)
     expected = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]])
     assert (cm.matrix == expected).all()
@@ -112,8 +124,15 @@ def test_confusion_matrix_without_matches_counts_only_missed_labels():
 
 def test_plots_are_written(tmp_path):
     tp = np.array([[1] * 10, [0] * 10, [1] * 10])
-    ap_per_class(tp, np.array([0.9, 0.5, 0.4]), np.array([0, 0, 1]), np.array([0, 1]), plot=True,
-                 save_dir=tmp_path, names={0: "a", 1: "b"})
+    ap_per_class(
+        tp,
+        np.array([0.9, 0.5, 0.4]),
+        np.array([0, 0, 1]),
+        np.array([0, 1]),
+        plot=True,
+        save_dir=tmp_path,
+        names={0: "a", 1: "b"},
+    )
     cm = ConfusionMatrix(nc=2)
     cm.process_batch(torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9, 0]]), torch.tensor([[0, 0.0, 0.0, 10.0, 10.0]]))
     cm.plot(save_dir=tmp_path, names=["a", "b"])

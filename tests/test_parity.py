@@ -1,4 +1,5 @@
 """v6.1 training-schedule parity: warm-up length and the lr columns of a 3-epoch raccoon fine-tune."""
+
 import csv
 import json
 from types import SimpleNamespace
@@ -28,8 +29,9 @@ def _logged_lrs(epochs, nb, batch_size=16):
     optimizer = smart_optimizer(model, "SGD", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
     lf = lr_lambda(epochs, hyp["lrf"])
     scheduler = lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
-    trainer = SimpleNamespace(nw=warmup_iterations(hyp, nb), hyp=hyp, optimizer=optimizer, lf=lf,
-                              batch_size=batch_size, accumulate=1)
+    trainer = SimpleNamespace(
+        nw=warmup_iterations(hyp, nb), hyp=hyp, optimizer=optimizer, lf=lf, batch_size=batch_size, accumulate=1
+    )
     logged = []
     for epoch in range(epochs):
         for i in range(nb):
@@ -57,9 +59,30 @@ def test_lr_columns_equal_v61_raccoon_3_epochs():
 @pytest.mark.slow
 def test_raccoon_finetune_logs_v61_lrs(tmp_path, ref_weights):
     """The real 3-epoch fine-tune writes v6.1's x/lr0..2 to results.csv."""
-    train.main(train.parse_opt(["--data", str(conftest.RACCOON_YAML), "--cfg", "yolov5n.yaml",
-                                "--weights", str(ref_weights), "--img", "320", "--epochs", "3", "--batch-size", "16",
-                                "--workers", "2", "--project", str(tmp_path), "--name", "ft"]))
+    train.main(
+        train.parse_opt(
+            [
+                "--data",
+                str(conftest.RACCOON_YAML),
+                "--cfg",
+                "yolov5n.yaml",
+                "--weights",
+                str(ref_weights),
+                "--img",
+                "320",
+                "--epochs",
+                "3",
+                "--batch-size",
+                "16",
+                "--workers",
+                "2",
+                "--project",
+                str(tmp_path),
+                "--name",
+                "ft",
+            ]
+        )
+    )
     with open(tmp_path / "ft" / "results.csv") as f:
         rows = [[float(x) for x in row[-3:]] for row in list(csv.reader(f))[1:]]
     expected = [[r["x/lr0"], r["x/lr1"], r["x/lr2"]] for r in REF_LR]

@@ -1,4 +1,5 @@
 """Same command + same --seed = same results.csv, whatever --workers, and a resumed run equals an uninterrupted one."""
+
 import os
 import re
 import shlex
@@ -24,8 +25,26 @@ STATED = re.compile(r"mAP@\.5 (\d\.\d+) ± (\d\.\d+), mAP@\.5:\.95 (\d\.\d+) ± 
 
 
 def _train(data, project, name, *extra):
-    args = ["--data", str(data), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64", "--batch-size", "4",
-            "--project", str(project), "--name", name, "--noautoanchor", "--seed", "3", *extra]
+    args = [
+        "--data",
+        str(data),
+        "--cfg",
+        "yolov5n.yaml",
+        "--weights",
+        "",
+        "--img",
+        "64",
+        "--batch-size",
+        "4",
+        "--project",
+        str(project),
+        "--name",
+        name,
+        "--noautoanchor",
+        "--seed",
+        "3",
+        *extra,
+    ]
     train.main(train.parse_opt(args))
     return project / name
 
@@ -68,8 +87,7 @@ def test_loader_batches_do_not_depend_on_workers(tiny_data):
     path = str(tiny_data.parent / "shapes" / "images" / "train")
     runs = []
     for workers in (0, 2):
-        loader, _ = create_dataloader(path, 64, 3, 32, hyp=_hyp(), augment=True, shuffle=True, workers=workers,
-                                      seed=5)
+        loader, _ = create_dataloader(path, 64, 3, 32, hyp=_hyp(), augment=True, shuffle=True, workers=workers, seed=5)
         runs.append([_epoch_batches(loader, e) for e in (0, 1)])
     (a0, a1), (b0, b1) = runs
     for x, y in zip(a0 + a1, b0 + b1):
@@ -78,8 +96,10 @@ def test_loader_batches_do_not_depend_on_workers(tiny_data):
 
 
 def test_results_identical_for_workers_0_2_3(tiny_data, tmp_path):
-    csvs = [(_train(tiny_data, tmp_path, f"w{w}", "--epochs", "2", "--workers", str(w)) / "results.csv").read_text()
-            for w in (0, 2, 3)]
+    csvs = [
+        (_train(tiny_data, tmp_path, f"w{w}", "--epochs", "2", "--workers", str(w)) / "results.csv").read_text()
+        for w in (0, 2, 3)
+    ]
     assert len(csvs[0].splitlines()) == 3
     assert csvs[0] == csvs[1] == csvs[2]
 

@@ -3,6 +3,7 @@
 The corpus is built here. A liveness test first proves each marker payload really runs its command under an
 unrestricted `torch.load(weights_only=False)`, so a refusal below is a refusal of live code.
 """
+
 import os
 import pickle
 import re
@@ -25,8 +26,14 @@ from utils.checkpoints import UnsafeCheckpointError, checkpoint_safe_globals, lo
 
 from conftest import ROOT
 
-TINY_CFG = {"nc": 1, "depth_multiple": 0.33, "width_multiple": 0.25, "anchors": [[10, 13, 16, 30, 33, 23]],
-            "backbone": [[-1, 1, "Conv", [16, 3, 2]]], "head": [[[0], 1, "Detect", ["nc", "anchors"]]]}
+TINY_CFG = {
+    "nc": 1,
+    "depth_multiple": 0.33,
+    "width_multiple": 0.25,
+    "anchors": [[10, 13, 16, 30, 33, 23]],
+    "backbone": [[-1, 1, "Conv", [16, 3, 2]]],
+    "head": [[[0], 1, "Detect", ["nc", "anchors"]]],
+}
 
 
 class _Call:
@@ -79,15 +86,24 @@ def _raw(path, pkl):
 def _nested(path, marker):
     buf = __import__("io").BytesIO()
     torch.save(_Call(os.system, f"touch {marker}"), buf)
-    torch.save({"epoch": 0, "model": Conv(3, 4), "wandb_id": _Call(torch.storage._load_from_bytes, buf.getvalue()),
-                "date": "2022-02-22"}, path)
+    torch.save(
+        {
+            "epoch": 0,
+            "model": Conv(3, 4),
+            "wandb_id": _Call(torch.storage._load_from_bytes, buf.getvalue()),
+            "date": "2022-02-22",
+        },
+        path,
+    )
     return path
 
 
 def _tampered(path, marker):
     evil = _call(_g("posix", "system"), _s(f"touch {marker}"))
-    return _swap_pickle(_benign(path), lambda data: re.sub(rb"(wandb_id(?:q.)?)N", lambda m: m.group(1) + evil, data,
-                                                           count=1, flags=re.S))
+    return _swap_pickle(
+        _benign(path),
+        lambda data: re.sub(rb"(wandb_id(?:q.)?)N", lambda m: m.group(1) + evil, data, count=1, flags=re.S),
+    )
 
 
 def _import_module_first(marker):
@@ -103,17 +119,28 @@ PAYLOADS = {
     "nested_load_from_bytes": _nested,
     "builtins_eval": lambda p, m: torch.save({"x": _Call(eval, f"__import__('os').system('touch {m}')")}, p),
     "builtins_exec": lambda p, m: torch.save({"x": _Call(exec, f"import os; os.system('touch {m}')")}, p),
-    "builtins_getattr": lambda p, m: _raw(p, b"\x80\x02" + _call(_call(_g("builtins", "getattr"), _call(
-        _g("builtins", "__import__"), _s("os")), _s("system")), _s(f"touch {m}")) + b"."),
+    "builtins_getattr": lambda p, m: _raw(
+        p,
+        b"\x80\x02"
+        + _call(
+            _call(_g("builtins", "getattr"), _call(_g("builtins", "__import__"), _s("os")), _s("system")),
+            _s(f"touch {m}"),
+        )
+        + b".",
+    ),
     "importlib_import_module": lambda p, m: _raw(p, _import_module_first(m)),
-    "functools_partial": lambda p, m: _raw(p, b"\x80\x02" + _call(
-        _call(_g("functools", "partial"), _g("subprocess", "call"), _touch_list(m))) + b"."),
-    "torch_nn_namespace_import": lambda p, m: _raw(p, b"\x80\x04" + _call(
-        _g("torch.nn.modules.module", "torch.save"), _s("x"), _s(str(m))) + b"."),
+    "functools_partial": lambda p, m: _raw(
+        p, b"\x80\x02" + _call(_call(_g("functools", "partial"), _g("subprocess", "call"), _touch_list(m))) + b"."
+    ),
+    "torch_nn_namespace_import": lambda p, m: _raw(
+        p, b"\x80\x04" + _call(_g("torch.nn.modules.module", "torch.save"), _s("x"), _s(str(m))) + b"."
+    ),
     "numpy_object_array": lambda p, m: torch.save(
-        {"model": Conv(3, 4), "x": np.array([_Call(os.system, f"touch {m}")], dtype=object)}, p),
-    "legacy_format": lambda p, m: torch.save({"model": _Call(os.system, f"touch {m}")}, p,
-                                             _use_new_zipfile_serialization=False),
+        {"model": Conv(3, 4), "x": np.array([_Call(os.system, f"touch {m}")], dtype=object)}, p
+    ),
+    "legacy_format": lambda p, m: torch.save(
+        {"model": _Call(os.system, f"touch {m}")}, p, _use_new_zipfile_serialization=False
+    ),
     "tampered_data_pkl": _tampered,
     "plain_pickle_file": lambda p, m: p.write_bytes(pickle.dumps({"model": _Call(os.system, f"touch {m}")}, 2)),
     "model_class_with_args": lambda p, m: torch.save({"model": _Call(Model, TINY_CFG)}, p),
@@ -133,10 +160,17 @@ def test_corpus_is_large_and_live(tmp_path):
     assert len(PAYLOADS) >= 12
     live = sorted(set(PAYLOADS) - MARKER_FREE - {"plain_pickle_file", "legacy_format", "numpy_object_array"})
     built = [_build(n, tmp_path) for n in live]
-    code = ("import sys, torch\nfor p in sys.argv[1:]:\n"
-            "    try: torch.load(p, weights_only=False)\n    except Exception: pass")
-    subprocess.run([sys.executable, "-c", code, *[str(p) for p, _ in built]], cwd=ROOT, check=True,
-                   capture_output=True, timeout=120)
+    code = (
+        "import sys, torch\nfor p in sys.argv[1:]:\n"
+        "    try: torch.load(p, weights_only=False)\n    except Exception: pass"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, *[str(p) for p, _ in built]],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert [n for n, (_, m) in zip(live, built) if not m.exists()] == []
 
 
@@ -165,8 +199,22 @@ def _script_args(entry, path, tiny_data, tmp_path):
     data, image = str(tiny_data), next((tiny_data.parent / "shapes" / "images" / "val").iterdir())
     common = ["--project", str(tmp_path / "runs"), "--name", "x"]
     if entry == "train_weights":
-        return ["train.py", "--data", data, "--cfg", "yolov5n.yaml", "--weights", str(path), "--img", "64",
-                "--epochs", "1", "--workers", "0", *common]
+        return [
+            "train.py",
+            "--data",
+            data,
+            "--cfg",
+            "yolov5n.yaml",
+            "--weights",
+            str(path),
+            "--img",
+            "64",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            *common,
+        ]
     if entry == "train_resume":
         return ["train.py", "--resume", str(_resume_dir(path, tiny_data, tmp_path))]
     if entry == "val":
@@ -185,9 +233,25 @@ def _resume_dir(path, tiny_data, tmp_path):
     last = run / "weights" / "last.pt"
     last.write_bytes(path.read_bytes())
     opt = {k: str(v) for k, v in vars(train.parse_opt([])).items()}
-    opt.update(data=str(tiny_data), cfg="", imgsz=64, epochs=2, batch_size=4, workers=0, freeze=[0],
-               project=str(tmp_path / "runs"), name="exp", save_dir=str(run), seed=0, save_period=-1, patience=100,
-               evolve=None, resume=False, cache=None, label_smoothing=0.0)
+    opt.update(
+        data=str(tiny_data),
+        cfg="",
+        imgsz=64,
+        epochs=2,
+        batch_size=4,
+        workers=0,
+        freeze=[0],
+        project=str(tmp_path / "runs"),
+        name="exp",
+        save_dir=str(run),
+        seed=0,
+        save_period=-1,
+        patience=100,
+        evolve=None,
+        resume=False,
+        cache=None,
+        label_smoothing=0.0,
+    )
     (run / "opt.yaml").write_text(yaml.safe_dump(opt))
     (run / "hyp.yaml").write_text((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
     return last
@@ -206,10 +270,16 @@ def _run_refused(entry, name, tiny_data, tmp_path):
 
 
 ENTRIES = ["train_weights", "train_resume", "val", "detect", "export"]
-FAST = {"nested_load_from_bytes": ENTRIES, "tampered_data_pkl": ["train_weights", "detect"],
-        "model_class_with_args": ["val", "export"]}
-CASES = [pytest.param(e, n, marks=() if e in FAST.get(n, ()) else pytest.mark.slow)
-         for n in sorted(PAYLOADS) for e in ENTRIES]
+FAST = {
+    "nested_load_from_bytes": ENTRIES,
+    "tampered_data_pkl": ["train_weights", "detect"],
+    "model_class_with_args": ["val", "export"],
+}
+CASES = [
+    pytest.param(e, n, marks=() if e in FAST.get(n, ()) else pytest.mark.slow)
+    for n in sorted(PAYLOADS)
+    for e in ENTRIES
+]
 
 
 @pytest.mark.parametrize("entry,name", CASES)
@@ -229,8 +299,11 @@ def test_class_in_a_new_models_module_loads(tmp_path, monkeypatch):
     import types
 
     mod = types.ModuleType("models.moved_block")
-    exec("import torch.nn as nn\nclass Moved(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-         "        self.conv = nn.Conv2d(3, 2, 1)\n", mod.__dict__)
+    exec(
+        "import torch.nn as nn\nclass Moved(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 2, 1)\n",
+        mod.__dict__,
+    )
     monkeypatch.setitem(sys.modules, "models.moved_block", mod)
     path = tmp_path / "moved.pt"
     save_checkpoint({"model": mod.Moved()}, path)

@@ -1,4 +1,5 @@
 """Speed levers keep numerics and file formats: channels_last weights, NCHW checkpoints, fused CL models."""
+
 from copy import deepcopy
 
 import pytest

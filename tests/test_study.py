@@ -1,4 +1,5 @@
 """benchmarks/study.py: paired t statistics against scipy, run states, and a 2 variants x 2 seeds x 1 epoch study."""
+
 import csv
 import math
 import shutil
@@ -9,8 +10,9 @@ import torch
 from scipy import stats
 
 from benchmarks import study
-from conftest import ROOT
 from utils.checkpoints import save_checkpoint
+
+from conftest import ROOT
 
 
 def test_paired_interval_matches_scipy():
@@ -75,25 +77,62 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.parse_opt(["--data", "x.yaml", "--cfg", "y.yaml", "--out", str(tmp_path), "--seeds", "1", "1"])
     assert "--seeds distinct" in capsys.readouterr().err
-    argv = ["--data", "shapes.yaml", "--cfg", "models/yolov5_SE.yaml", "--out", str(tmp_path),
-            "--weights", str(tmp_path / "missing.pt")]
+    argv = [
+        "--data",
+        "shapes.yaml",
+        "--cfg",
+        "models/yolov5_SE.yaml",
+        "--out",
+        str(tmp_path),
+        "--weights",
+        str(tmp_path / "missing.pt"),
+    ]
     assert study.main(argv) == 1
 
 
 @pytest.mark.slow
 def test_study_two_variants_two_seeds(tiny_data, tmp_path):
     out, runs_dir = tmp_path / "study", tmp_path / "runs"
-    argv = ["--data", str(tiny_data), "--cfg", str(ROOT / "models/yolov5_SE.yaml"), "--scale", "n", "--img", "64",
-            "--epochs", "1", "--batch-size", "4", "--seeds", "0", "1", "--workers", "0", "--device", "cpu",
-            "--train-args=--noautoanchor --save-period 1", "--repeats", "2", "--out", str(out), "--runs", str(runs_dir)]
+    argv = [
+        "--data",
+        str(tiny_data),
+        "--cfg",
+        str(ROOT / "models/yolov5_SE.yaml"),
+        "--scale",
+        "n",
+        "--img",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--seeds",
+        "0",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--train-args=--noautoanchor --save-period 1",
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+        "--runs",
+        str(runs_dir),
+    ]
     assert study.main(argv) == 0
     with open(out / "study.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["variant"] for r in rows] == ["baseline", "SE"] and {r["seeds"] for r in rows} == {"2"}
     with open(out / "runs.csv", newline="") as f:
         runs = list(csv.DictReader(f))
-    assert sorted((r["variant"], r["seed"]) for r in runs) == [("SE", "0"), ("SE", "1"), ("baseline", "0"),
-                                                                ("baseline", "1")]
+    assert sorted((r["variant"], r["seed"]) for r in runs) == [
+        ("SE", "0"),
+        ("SE", "1"),
+        ("baseline", "0"),
+        ("baseline", "1"),
+    ]
     se = [float(r["mAP@.5:.95"]) for r in runs if r["variant"] == "SE"]
     base = [float(r["mAP@.5:.95"]) for r in runs if r["variant"] == "baseline"]
     assert float(rows[1]["mAP@.5:.95 mean"]) == pytest.approx(np.mean(se), abs=1e-5)

@@ -1,4 +1,5 @@
 """train.py: outputs, checkpoints, resume after SIGKILL, transfer, DDP (2 gloo processes), learning floor."""
+
 import csv
 import os
 import signal
@@ -18,8 +19,25 @@ from conftest import ROOT, captured_log
 
 
 def _args(data, project, *extra):
-    return ["--data", str(data), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64", "--batch-size", "4",
-            "--workers", "0", "--project", str(project), "--name", "exp", *extra]
+    return [
+        "--data",
+        str(data),
+        "--cfg",
+        "yolov5n.yaml",
+        "--weights",
+        "",
+        "--img",
+        "64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--project",
+        str(project),
+        "--name",
+        "exp",
+        *extra,
+    ]
 
 
 def _epochs(results_csv):
@@ -34,11 +52,21 @@ def test_train_writes_v61_outputs(tiny_data, tmp_path):
         header = [h.strip() for h in next(csv.reader(f))]
     assert header == ["epoch", *RESULT_KEYS]
     assert _epochs(d / "results.csv") == [0, 1]
-    for name in ("hyp.yaml", "opt.yaml", "results.png", "labels.jpg", "train_batch0.jpg", "confusion_matrix.png",
-                 "weights/last.pt", "weights/best.pt"):
+    for name in (
+        "hyp.yaml",
+        "opt.yaml",
+        "results.png",
+        "labels.jpg",
+        "train_batch0.jpg",
+        "confusion_matrix.png",
+        "weights/last.pt",
+        "weights/best.pt",
+    ):
         assert (d / name).is_file(), name
     ckpt = load_checkpoint(d / "weights/last.pt")
-    assert ckpt["optimizer"] is None and ckpt["epoch"] == -1 and ckpt["model"].model[0].conv.weight.dtype == torch.float16
+    assert (
+        ckpt["optimizer"] is None and ckpt["epoch"] == -1 and ckpt["model"].model[0].conv.weight.dtype == torch.float16
+    )
     model = attempt_load(d / "weights/best.pt")
     assert model.names == ["circle", "square", "triangle", "cross"] and model.hyp["box"] > 0
 
@@ -70,8 +98,13 @@ def test_resume_after_sigkill(tiny_data, tmp_path):
     proc.wait()
     done = load_checkpoint(last)["epoch"]
     assert 0 <= done < 3, "the run should have been killed before its last epoch"
-    subprocess.run([sys.executable, "train.py", "--resume", str(last)], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "train.py", "--resume", str(last)],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     epochs = _epochs(tmp_path / "exp" / "results.csv")
     assert epochs[-1] == 3 and sorted(set(epochs)) == [0, 1, 2, 3]
     assert epochs.count(done) == 1
@@ -80,16 +113,32 @@ def test_resume_after_sigkill(tiny_data, tmp_path):
 
 def test_transfer_reports_counts(tiny_data, tmp_path, ref_weights):
     with captured_log() as lines:
-        train.main(train.parse_opt([*_args(tiny_data, tmp_path, "--epochs", "1", "--noautoanchor", "--noval",
-                                           "--nosave"), "--weights", str(ref_weights)]))
+        train.main(
+            train.parse_opt(
+                [
+                    *_args(tiny_data, tmp_path, "--epochs", "1", "--noautoanchor", "--noval", "--nosave"),
+                    "--weights",
+                    str(ref_weights),
+                ]
+            )
+        )
     # nc 1 -> 4 changes the 3 Detect convs (weight + bias); with --cfg the anchors come from the yaml, as in v6.1
     assert f"Transferred 342/349 items (0 new) from {ref_weights}" in lines
 
 
 def test_ddp_two_gloo_processes(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "train.py", *_args(tiny_data, tmp_path, "--epochs", "1", "--device", "cpu", "--noautoanchor")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "train.py",
+        *_args(tiny_data, tmp_path, "--epochs", "1", "--device", "cpu", "--noautoanchor"),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert _epochs(tmp_path / "exp" / "results.csv") == [0]

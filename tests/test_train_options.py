@@ -1,5 +1,6 @@
 """train.py flags on a tiny dataset: caching, rect, multi-scale, single-cls, image weights, optimizers, freeze,
 save period, evolve, and the per-epoch block hook (DynamicConv temperature); one epoch per attention variant."""
+
 import csv
 from pathlib import Path
 
@@ -14,17 +15,54 @@ VARIANTS = sorted(p.name.replace("yolov5_", "yolov5n_") for p in (ROOT / "models
 
 
 def _train(data, project, *extra, cfg="yolov5n.yaml"):
-    args = ["--data", str(data), "--cfg", cfg, "--weights", "", "--img", "64", "--batch-size", "4", "--workers", "0",
-            "--project", str(project), "--name", "exp", "--noautoanchor", *extra]
+    args = [
+        "--data",
+        str(data),
+        "--cfg",
+        cfg,
+        "--weights",
+        "",
+        "--img",
+        "64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--project",
+        str(project),
+        "--name",
+        "exp",
+        "--noautoanchor",
+        *extra,
+    ]
     with captured_log() as lines:
         train.main(train.parse_opt(args))
     return lines
 
 
 def test_many_flags_in_one_run(tiny_data, tmp_path):
-    lines = _train(tiny_data, tmp_path, "--epochs", "2", "--cache", "ram", "--multi-scale", "--single-cls",
-                   "--image-weights", "--cos-lr", "--optimizer", "AdamW", "--label-smoothing", "0.1",
-                   "--freeze", "3", "--save-period", "1", "--patience", "5")
+    lines = _train(
+        tiny_data,
+        tmp_path,
+        "--epochs",
+        "2",
+        "--cache",
+        "ram",
+        "--multi-scale",
+        "--single-cls",
+        "--image-weights",
+        "--cos-lr",
+        "--optimizer",
+        "AdamW",
+        "--label-smoothing",
+        "0.1",
+        "--freeze",
+        "3",
+        "--save-period",
+        "1",
+        "--patience",
+        "5",
+    )
     w = tmp_path / "exp" / "weights"
     assert (w / "epoch0.pt").is_file() and (w / "epoch1.pt").is_file()
     assert any(ln.startswith("freezing model.2.") for ln in lines)
@@ -71,9 +109,28 @@ def test_one_epoch_per_variant(tiny_data, tmp_path, cfg):
 
 
 def _opt(data, project, *extra):
-    return train.parse_opt(["--data", str(data), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64",
-                            "--batch-size", "4", "--workers", "0", "--project", str(project), "--name", "exp",
-                            "--noautoanchor", *extra])
+    return train.parse_opt(
+        [
+            "--data",
+            str(data),
+            "--cfg",
+            "yolov5n.yaml",
+            "--weights",
+            "",
+            "--img",
+            "64",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--project",
+            str(project),
+            "--name",
+            "exp",
+            "--noautoanchor",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--epochs", "0")])
@@ -99,8 +156,18 @@ def test_unwritable_project_is_one_line_without_traceback(tiny_data, tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("")
-    args = ["--data", str(tiny_data), "--cfg", "yolov5n.yaml", "--img", "64", "--epochs", "1", "--project",
-            str(blocker / "runs")]
+    args = [
+        "--data",
+        str(tiny_data),
+        "--cfg",
+        "yolov5n.yaml",
+        "--img",
+        "64",
+        "--epochs",
+        "1",
+        "--project",
+        str(blocker / "runs"),
+    ]
     r = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "Traceback" not in out
@@ -188,7 +255,12 @@ def test_resume_rewrites_results_csv_once_per_epoch(tiny_data, tmp_path):
     train.main(_opt(tiny_data, tmp_path, "--epochs", "2", "--save-period", "1"))
     w = tmp_path / "exp" / "weights"
     shutil.copy(w / "epoch0.pt", w / "last.pt")  # as if killed during epoch 1, after its results row was written
-    subprocess.run([sys.executable, "train.py", "--resume", str(w / "last.pt")], cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "train.py", "--resume", str(w / "last.pt")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     with open(tmp_path / "exp" / "results.csv") as f:
         assert [int(r[0]) for r in list(csv.reader(f))[1:]] == [0, 1]

@@ -1,4 +1,5 @@
 """Test-time augmentation (models/tta.py): v6.1's scales, flips and level clipping; val/detect --augment."""
+
 import json
 import logging
 import shutil
@@ -86,8 +87,17 @@ def _val_augment(tmp_path, imgsz):
     weights, data = SHARED / "reference" / "raccoon_yolov5n_best.pt", conftest.RACCOON_YAML
     if not weights.exists() or not data.exists():
         pytest.skip("needs ../shared (reference checkpoint and raccoon data)")
-    (p, r, map50, map_, *_), _, _ = val.run(data=str(data), weights=str(weights), imgsz=imgsz, batch_size=32,
-                                             workers=0, project=tmp_path, name="exp", plots=False, augment=True)
+    (p, r, map50, map_, *_), _, _ = val.run(
+        data=str(data),
+        weights=str(weights),
+        imgsz=imgsz,
+        batch_size=32,
+        workers=0,
+        project=tmp_path,
+        name="exp",
+        plots=False,
+        augment=True,
+    )
     ref = json.loads((ROOT / "tests" / "data" / "reference" / f"val_{imgsz}_augment.json").read_text())
     assert map50 == pytest.approx(ref["map50"], abs=1e-3)
     assert map_ == pytest.approx(ref["map"], abs=1e-3)
@@ -107,8 +117,19 @@ def test_detect_augment_writes_boxes(tmp_path, ref_weights, shared):
     src.mkdir()
     for f in sorted((shared / "data" / "raccoon" / "images" / "val").glob("*.jpg"))[:2]:
         shutil.copy(f, src)
-    save_dir = detect.run(weights=ref_weights, source=src, imgsz=(320, 320), save_txt=True, save_conf=True,
-                          project=tmp_path, name="exp", augment=True)
-    rows = [[float(v) for v in line.split()] for f in (save_dir / "labels").glob("*.txt")
-            for line in f.read_text().splitlines()]
+    save_dir = detect.run(
+        weights=ref_weights,
+        source=src,
+        imgsz=(320, 320),
+        save_txt=True,
+        save_conf=True,
+        project=tmp_path,
+        name="exp",
+        augment=True,
+    )
+    rows = [
+        [float(v) for v in line.split()]
+        for f in (save_dir / "labels").glob("*.txt")
+        for line in f.read_text().splitlines()
+    ]
     assert rows and all(r[0] == 0 and all(0 <= v <= 1 for v in r[1:5]) and r[5] >= 0.25 for r in rows)

@@ -1,12 +1,24 @@
 """The v6.1 yaml modules that only the hub configs or users' yamls use: Ghost, transformer, C3SPP, experimental ones."""
+
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from models.common import C3, SPP, C3Ghost, C3SPP, C3TR, Contract, Expand, GhostBottleneck, GhostConv
-from models.common import TransformerBlock, TransformerLayer
+from models.common import (
+    C3,
+    C3SPP,
+    C3TR,
+    SPP,
+    C3Ghost,
+    Contract,
+    Expand,
+    GhostBottleneck,
+    GhostConv,
+    TransformerBlock,
+    TransformerLayer,
+)
 from models.config import ModelConfigError
 from models.experimental import CrossConv, MixConv2d, Sum
 from models.registry import REGISTRY, Channels
@@ -14,9 +26,16 @@ from models.yolo import Model
 from utils.checkpoints import load_checkpoint, save_checkpoint
 
 V61_PATHS = {
-    "GhostConv": "models.common", "GhostBottleneck": "models.common", "C3Ghost": "models.common",
-    "C3TR": "models.common", "C3SPP": "models.common", "Contract": "models.common", "Expand": "models.common",
-    "CrossConv": "models.experimental", "Sum": "models.experimental", "MixConv2d": "models.experimental",
+    "GhostConv": "models.common",
+    "GhostBottleneck": "models.common",
+    "C3Ghost": "models.common",
+    "C3TR": "models.common",
+    "C3SPP": "models.common",
+    "Contract": "models.common",
+    "Expand": "models.common",
+    "CrossConv": "models.experimental",
+    "Sum": "models.experimental",
+    "MixConv2d": "models.experimental",
 }
 
 
@@ -31,8 +50,15 @@ def zero_bn(bn):
 
 
 def test_registered_under_v61_names_paths_and_channel_rules():
-    rules = {"C3Ghost": Channels.REPEAT, "C3TR": Channels.REPEAT, "C3SPP": Channels.CONV, "Sum": Channels.SUM,
-             "Contract": Channels.SPACE_TO_DEPTH, "Expand": Channels.DEPTH_TO_SPACE, "GhostConv": Channels.CONV}
+    rules = {
+        "C3Ghost": Channels.REPEAT,
+        "C3TR": Channels.REPEAT,
+        "C3SPP": Channels.CONV,
+        "Sum": Channels.SUM,
+        "Contract": Channels.SPACE_TO_DEPTH,
+        "Expand": Channels.DEPTH_TO_SPACE,
+        "GhostConv": Channels.CONV,
+    }
     for name, module in V61_PATHS.items():
         assert REGISTRY[name].cls.__module__ == module  # checkpoints pickle this path
         assert REGISTRY[name].channels == rules.get(name, Channels.CONV)
@@ -139,7 +165,7 @@ def test_contract_and_expand_are_inverse_space_to_depth():
     assert y.shape == (2, 12, 4, 6)
     for i in range(2):
         for j in range(2):
-            assert torch.equal(y[:, (i * 2 + j) * 3:(i * 2 + j + 1) * 3], x[:, :, i::2, j::2])
+            assert torch.equal(y[:, (i * 2 + j) * 3 : (i * 2 + j + 1) * 3], x[:, :, i::2, j::2])
     assert torch.equal(Expand(2)(y), x)
     z = x_(c=18, h=3, w=5)
     assert torch.equal(Contract(3)(Expand(3)(z)), z)
@@ -152,7 +178,9 @@ def test_contract_and_expand_are_inverse_space_to_depth():
 def tiny_yaml(**edits):
     """A yolov5n-width model that uses every module no hub config uses."""
     d = {
-        "nc": 2, "depth_multiple": 0.33, "width_multiple": 0.25,
+        "nc": 2,
+        "depth_multiple": 0.33,
+        "width_multiple": 0.25,
         "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119]],
         "backbone": [
             [-1, 1, "Conv", [64, 3, 2]],  # 0 /2, 16 ch
@@ -180,8 +208,17 @@ def test_tiny_yaml_with_every_module_builds_runs_and_round_trips(tmp_path):
     out = model(torch.zeros(1, 3, 64, 64))
     for h in hooks:
         h.remove()
-    assert [tuple(w) for w in widths] == [(16, 32, 32), (64, 16, 16), (64, 16, 16), (64, 8, 8), (128, 8, 8),
-                                          (128, 4, 4), (32, 8, 8), (128, 8, 8), (128, 8, 8)]
+    assert [tuple(w) for w in widths] == [
+        (16, 32, 32),
+        (64, 16, 16),
+        (64, 16, 16),
+        (64, 8, 8),
+        (128, 8, 8),
+        (128, 4, 4),
+        (32, 8, 8),
+        (128, 8, 8),
+        (128, 8, 8),
+    ]
     assert [tuple(o.shape) for o in out] == [(1, 3, 8, 8, 7), (1, 3, 4, 4, 7)]
     types = {m.type.split(".")[-1]: m.type.rsplit(".", 1)[0] for m in model.model}
     assert all(types[n] == path for n, path in V61_PATHS.items() if n in types)
@@ -191,13 +228,16 @@ def test_tiny_yaml_with_every_module_builds_runs_and_round_trips(tmp_path):
     assert torch.equal(loaded(x)[0], model.eval()(x)[0])
 
 
-@pytest.mark.parametrize("edit,message", [
-    ({"r6": [-1, 1, "Expand", [3]]}, "layer 6 Expand [3]: input channels 128 are not divisible by gain^2 = 9"),
-    ({"r8": [[-1, 3], 1, "Sum", [2]]}, "layer 8 Sum [2]: adds its inputs element-wise, but they have different"),
-    ({"r1": [-1, 6, "Contract", [2]]}, "layer 1 Contract [2]: cannot be repeated (number 2)"),
-    ({"r8": [[-1, 4], 1, "Sum", [3, True]]}, "layer 8 Sum failed on input [(1, 128, 32, 32), (1, 128, 32, 32)]"),
-    ({"r2": [-1, 1, "MixConv2d", [256, [2, 4]]]}, "MixConv2d: kernel sizes must be positive odd ints"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ({"r6": [-1, 1, "Expand", [3]]}, "layer 6 Expand [3]: input channels 128 are not divisible by gain^2 = 9"),
+        ({"r8": [[-1, 3], 1, "Sum", [2]]}, "layer 8 Sum [2]: adds its inputs element-wise, but they have different"),
+        ({"r1": [-1, 6, "Contract", [2]]}, "layer 1 Contract [2]: cannot be repeated (number 2)"),
+        ({"r8": [[-1, 4], 1, "Sum", [3, True]]}, "layer 8 Sum failed on input [(1, 128, 32, 32), (1, 128, 32, 32)]"),
+        ({"r2": [-1, 1, "MixConv2d", [256, [2, 4]]]}, "MixConv2d: kernel sizes must be positive odd ints"),
+    ],
+)
 def test_bad_module_rows_fail_with_one_line_naming_the_layer(edit, message):
     with pytest.raises(ModelConfigError) as e:
         Model(tiny_yaml(**edit))

@@ -1,4 +1,5 @@
 """v6.1's tools: --visualize, --task study, detect --data, AutoBatch, yolo.py --profile, thop GFLOPs, colours."""
+
 import json
 import logging
 from unittest import mock
@@ -62,8 +63,7 @@ def test_detect_visualize_writes_stage_pngs(tmp_path, ref_weights, shared):
     src.mkdir()
     img = sorted((shared / "data" / "raccoon" / "images" / "val").glob("*.jpg"))[0]
     (src / img.name).write_bytes(img.read_bytes())
-    save_dir = detect.run(weights=ref_weights, source=src, imgsz=(64, 64), project=tmp_path, name="exp",
-                          visualize=True)
+    save_dir = detect.run(weights=ref_weights, source=src, imgsz=(64, 64), project=tmp_path, name="exp", visualize=True)
     pngs = sorted(p.name for p in (save_dir / img.stem).glob("*.png"))
     assert len(pngs) == 24 and "stage0_Conv_features.png" in pngs and "stage9_SPPF_features.png" in pngs
 
@@ -71,8 +71,21 @@ def test_detect_visualize_writes_stage_pngs(tmp_path, ref_weights, shared):
 def test_study_writes_rows_and_plot(tmp_path, monkeypatch, ref_weights, raccoon_yaml):
     """--task study over a short size range: one row per size, the 320 row equals val.py at 320."""
     monkeypatch.chdir(tmp_path)
-    opt = val.parse_opt(["--weights", str(ref_weights), "--data", str(raccoon_yaml),
-                         "--task", "study", "--workers", "0", "--project", str(tmp_path / "runs"), "--exist-ok"])
+    opt = val.parse_opt(
+        [
+            "--weights",
+            str(ref_weights),
+            "--data",
+            str(raccoon_yaml),
+            "--task",
+            "study",
+            "--workers",
+            "0",
+            "--project",
+            str(tmp_path / "runs"),
+            "--exist-ok",
+        ]
+    )
     files = val.study(opt, x=[256, 320])
     rows = np.loadtxt(files[0])
     assert files[0].name == "study_raccoon_raccoon_yolov5n_best.txt" and rows.shape == (2, 10)
@@ -111,7 +124,7 @@ def test_autobatch_cpu_uses_16():
 
 
 def test_autobatch_fit_fills_90_percent():
-    mib = 2 ** 20
+    mib = 2**20
     batches, mem = [1, 2, 4, 8, 16], [500 * mib + b * 100 * mib for b in [1, 2, 4, 8, 16]]
     assert autobatch.fit_batch_size(batches, mem, free=10_050 * mib) == 85  # (0.9 * 10050 - 500) / 100 = 85.45
     assert autobatch.fit_batch_size([1], [mib], free=10_000 * mib) == 16
@@ -131,9 +144,33 @@ def test_autobatch_cuda_fits_free_memory():
 
 def test_train_batch_size_minus_one_on_cpu(tiny_data, tmp_path):
     with captured_log() as log:
-        train.main(train.parse_opt(["--data", str(tiny_data), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64",
-                                    "--batch-size", "-1", "--epochs", "1", "--workers", "0", "--noautoanchor",
-                                    "--noval", "--nosave", "--project", str(tmp_path), "--name", "exp"]))
+        train.main(
+            train.parse_opt(
+                [
+                    "--data",
+                    str(tiny_data),
+                    "--cfg",
+                    "yolov5n.yaml",
+                    "--weights",
+                    "",
+                    "--img",
+                    "64",
+                    "--batch-size",
+                    "-1",
+                    "--epochs",
+                    "1",
+                    "--workers",
+                    "0",
+                    "--noautoanchor",
+                    "--noval",
+                    "--nosave",
+                    "--project",
+                    str(tmp_path),
+                    "--name",
+                    "exp",
+                ]
+            )
+        )
     assert any("CUDA not detected, using default CPU batch-size 16" in line for line in log)
     opt_yaml = yaml.safe_load((tmp_path / "exp" / "opt.yaml").read_text())
     assert opt_yaml["batch_size"] == -1

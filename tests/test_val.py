@@ -1,4 +1,5 @@
 """val.py against the YOLOv5 v6.1 reference metrics (raccoon, img 320 and 640) and its output files."""
+
 import json
 import threading
 
@@ -9,14 +10,21 @@ import pytest
 import val
 
 import conftest
-from conftest import WEIGHTS
 from conftest import RACCOON_VAL as VAL_DIR
+from conftest import WEIGHTS
 
 
 def _validate(save_dir, **kwargs):
     """val.run on raccoon val (batch 32) into save_dir/exp; waits for the batch-plot threads."""
-    result = val.run(data=str(conftest.RACCOON_YAML), weights=str(WEIGHTS), batch_size=32, workers=0, project=save_dir, name="exp",
-                     **kwargs)
+    result = val.run(
+        data=str(conftest.RACCOON_YAML),
+        weights=str(WEIGHTS),
+        batch_size=32,
+        workers=0,
+        project=save_dir,
+        name="exp",
+        **kwargs,
+    )
     for t in threading.enumerate():
         if type(t) is threading.Thread and t.daemon:  # plot threads (not tqdm's monitor, a Thread subclass)
             t.join(timeout=60)
@@ -58,8 +66,15 @@ def test_metrics_640_match_v61(val640, reference):
 def test_plots_written(val320):
     """Curves, confusion matrix and the first batch mosaics are saved as readable images."""
     save_dir = val320[1]
-    for name in ("confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
-                 "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
+    for name in (
+        "confusion_matrix.png",
+        "PR_curve.png",
+        "F1_curve.png",
+        "P_curve.png",
+        "R_curve.png",
+        "val_batch0_labels.jpg",
+        "val_batch0_pred.jpg",
+    ):
         im = cv2.imread(str(save_dir / name))
         assert im is not None and im.size > 0, name
 

@@ -3,6 +3,7 @@
 Every random augmentation draws from the numpy Generator `rng` it is given (never from the global streams), so a
 sample's augmentation is a function of the generator's seed alone (see utils.reproducibility.seeded_rng).
 """
+
 import math
 
 import cv2
@@ -104,8 +105,9 @@ def _warp_segments(segments, M, perspective, width, height):
     return boxes, warped
 
 
-def random_perspective(im, targets=(), segments=(), degrees=10, translate=0.1, scale=0.1, shear=10,
-                       perspective=0.0, border=(0, 0), *, rng):
+def random_perspective(
+    im, targets=(), segments=(), degrees=10, translate=0.1, scale=0.1, shear=10, perspective=0.0, border=(0, 0), *, rng
+):
     """Random geometric warp of im and its (n, 5) [cls, x1, y1, x2, y2] pixel targets; returns im, targets."""
     height = im.shape[0] + border[0] * 2
     width = im.shape[1] + border[1] * 2

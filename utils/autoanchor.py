@@ -1,4 +1,5 @@
 """AutoAnchor: anchor order checks, best-possible-recall analysis and k-means/genetic anchor evolution."""
+
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,10 @@ def check_anchors(dataset, model, thr=4.0, imgsz=640):
         m.anchors /= stride  # to grid units
         m.grid = [torch.zeros(1)] * m.nl  # drop decode grids cached with the old anchors
         m.anchor_grid = [torch.zeros(1)] * m.nl
-        LOGGER.info(f"{PREFIX}New anchors (BPR {new_bpr:.4f}) saved to model. "
-                    "Update model *.yaml to use these anchors in the future.")
+        LOGGER.info(
+            f"{PREFIX}New anchors (BPR {new_bpr:.4f}) saved to model. "
+            "Update model *.yaml to use these anchors in the future."
+        )
     else:
         LOGGER.info(f"{PREFIX}Original anchors better than new anchors (BPR {new_bpr:.4f}). Proceeding with original.")
 
@@ -98,9 +101,11 @@ def _anchor_summary(k, wh, thr, img_size):
     best = x.max(1)
     bpr, aat = _fit_from_ratios(x, thr)
     anchors = ", ".join(f"{round(w)},{round(h)}" for w, h in k)
-    return (f"{PREFIX}thr={1 / thr:.2f}: {bpr:.4f} best possible recall, {aat:.2f} anchors past thr\n"
-            f"{PREFIX}n={len(k)}, img_size={img_size}, metric_all={x.mean():.3f}/{best.mean():.3f}-mean/best, "
-            f"past_thr={x[x > 1 / thr].mean() if (x > 1 / thr).any() else 0:.3f}-mean: {anchors}")
+    return (
+        f"{PREFIX}thr={1 / thr:.2f}: {bpr:.4f} best possible recall, {aat:.2f} anchors past thr\n"
+        f"{PREFIX}n={len(k)}, img_size={img_size}, metric_all={x.mean():.3f}/{best.mean():.3f}-mean/best, "
+        f"past_thr={x[x > 1 / thr].mean() if (x > 1 / thr).any() else 0:.3f}-mean: {anchors}"
+    )
 
 
 def _initial_anchors(wh, n, rng):
@@ -111,8 +116,10 @@ def _initial_anchors(wh, n, rng):
         k = kmeans(wh / s, n, iter=30, seed=rng)[0] * s
         if len(k) == n:
             return k
-    LOGGER.warning(f"{PREFIX}WARNING: k-means found fewer than {n} distinct anchors in {len(wh)} boxes, "
-                   "using random initial anchors")
+    LOGGER.warning(
+        f"{PREFIX}WARNING: k-means found fewer than {n} distinct anchors in {len(wh)} boxes, "
+        "using random initial anchors"
+    )
     return rng.uniform(wh.min(0), wh.max(0), size=(n, 2))
 
 
@@ -123,8 +130,9 @@ def kmean_anchors(dataset="./data/coco128.yaml", n=9, img_size=640, thr=4.0, gen
     wh0 = label_wh(dataset, img_size)
     wh = wh0[(wh0 >= 2.0).any(1)]  # drop boxes under 2 px on both sides
     if len(wh) < len(wh0):
-        LOGGER.warning(f"{PREFIX}WARNING: {len(wh0) - len(wh)} of {len(wh0)} labels are smaller than 2 pixels "
-                       "and are ignored")
+        LOGGER.warning(
+            f"{PREFIX}WARNING: {len(wh0) - len(wh)} of {len(wh0)} labels are smaller than 2 pixels and are ignored"
+        )
     if not len(wh):
         raise ValueError(f"{PREFIX}dataset has no labels of 2 pixels or more to fit anchors to")
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
 """AutoBatch (train.py --batch-size -1): the largest batch that fits 90% of free CUDA memory, as YOLOv5 v6.1."""
+
 from copy import deepcopy
 
 import numpy as np
@@ -28,8 +29,9 @@ def free_memory(device):
     free, total = torch.cuda.mem_get_info(device)
     cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     name = torch.cuda.get_device_properties(device).name
-    LOGGER.info(f"{PREFIX}{str(device).upper()} ({name}) {total / 2 ** 30:.2f}G total, "
-                f"{(free + cached) / 2 ** 30:.2f}G free")
+    LOGGER.info(
+        f"{PREFIX}{str(device).upper()} ({name}) {total / 2**30:.2f}G total, {(free + cached) / 2**30:.2f}G free"
+    )
     return free + cached
 
 
@@ -66,6 +68,8 @@ def fit_batch_size(batches, mem, free, fraction=0.9, default=16):
         LOGGER.warning(f"{PREFIX}WARNING: memory does not grow with batch size, using batch-size {default}")
         return default
     bs = max(int((free * fraction - b) / a), 1)
-    LOGGER.info(f"{PREFIX}Using batch-size {bs} ({fraction * 100:.0f}% of {free / 2 ** 30:.2f}G free: "
-                f"{a / 2 ** 20:.1f}M per image + {b / 2 ** 20:.1f}M)")
+    LOGGER.info(
+        f"{PREFIX}Using batch-size {bs} ({fraction * 100:.0f}% of {free / 2**30:.2f}G free: "
+        f"{a / 2**20:.1f}M per image + {b / 2**20:.1f}M)"
+    )
     return bs

@@ -1,4 +1,5 @@
 """Box format conversions, coordinate rescaling and non-maximum suppression (numpy and torch)."""
+
 import logging
 import time
 
@@ -132,8 +133,9 @@ def _nms_one(x, iou_thres, agnostic, max_det):
     return x[keep[:max_det]]
 
 
-def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=None, agnostic=False,
-                        multi_label=False, labels=(), max_det=300):
+def non_max_suppression(
+    prediction, conf_thres=0.25, iou_thres=0.45, classes=None, agnostic=False, multi_label=False, labels=(), max_det=300
+):
     """NMS on decoded (bs, N, 5+nc) predictions; returns per image an (n, 6) tensor [x1, y1, x2, y2, conf, cls]."""
     _check_thresholds(conf_thres, iou_thres)
     bs, nc = prediction.shape[0], prediction.shape[2] - 5

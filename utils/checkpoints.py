@@ -6,6 +6,7 @@ reachable in the imported `models.*` modules, the `torch.nn` layer classes and t
 documents. Each class is named through a guard: torch's unpickler calls an allow-listed global on REDUCE, and a
 module's `__init__` must never run with arguments taken from the file (e.g. `Model(cfg=...)`).
 """
+
 import importlib
 import os
 import pickle
@@ -72,8 +73,20 @@ def _numpy_scalar_globals():
     entries = [(core.multiarray.scalar, f"{p}.multiarray.scalar") for p in ("numpy.core", "numpy._core")]
     entries.append(np.dtype)
     dtypes = getattr(np, "dtypes", None)
-    for kind in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-                 np.float16, np.float32, np.float64):
+    for kind in (
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    ):
         cls = type(np.dtype(kind))
         if dtypes is not None and cls is not np.dtype:
             entries.append((cls, f"numpy.dtypes.{cls.__name__}"))
@@ -95,8 +108,11 @@ def _refusal(weights, err):
     """One line: the file, what torch's unpickler refused (its boilerplate dropped), and that nothing ran."""
     lines = [ln.strip().split("WeightsUnpickler error:")[-1].strip() for ln in str(err).splitlines()]
     reasons = [ln for ln in lines if ln and not ln.startswith(_BOILERPLATE)] or [type(err).__name__]
-    reason = re.sub(r"Unsupported global: GLOBAL (\S+) was not an allowed global by default.*",
-                    r"global \1 is not allowed in a checkpoint", reasons[0])
+    reason = re.sub(
+        r"Unsupported global: GLOBAL (\S+) was not an allowed global by default.*",
+        r"global \1 is not allowed in a checkpoint",
+        reasons[0],
+    )
     return UnsafeCheckpointError(f"{weights}: refused: {reason}; this file could run code, it was not loaded")
 
 

@@ -1,4 +1,5 @@
 """Hyperparameter evolution (--evolve): mutation of the best previous hyps, evolve.csv bookkeeping."""
+
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,35 @@ from utils.metrics import fitness
 
 # hyp: (mutation scale 0-1, lower limit, upper limit)
 META = {
-    "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98), "weight_decay": (1, 0.0, 0.001),
-    "warmup_epochs": (1, 0.0, 5.0), "warmup_momentum": (1, 0.0, 0.95), "warmup_bias_lr": (1, 0.0, 0.2),
-    "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
-    "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0), "anchors": (2, 2.0, 10.0),
-    "fl_gamma": (0, 0.0, 2.0), "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9),
-    "degrees": (1, 0.0, 45.0), "translate": (1, 0.0, 0.9), "scale": (1, 0.0, 0.9), "shear": (1, 0.0, 10.0),
-    "perspective": (0, 0.0, 0.001), "flipud": (1, 0.0, 1.0), "fliplr": (0, 0.0, 1.0), "mosaic": (1, 0.0, 1.0),
-    "mixup": (1, 0.0, 1.0), "copy_paste": (1, 0.0, 1.0),
+    "lr0": (1, 1e-5, 1e-1),
+    "lrf": (1, 0.01, 1.0),
+    "momentum": (0.3, 0.6, 0.98),
+    "weight_decay": (1, 0.0, 0.001),
+    "warmup_epochs": (1, 0.0, 5.0),
+    "warmup_momentum": (1, 0.0, 0.95),
+    "warmup_bias_lr": (1, 0.0, 0.2),
+    "box": (1, 0.02, 0.2),
+    "cls": (1, 0.2, 4.0),
+    "cls_pw": (1, 0.5, 2.0),
+    "obj": (1, 0.2, 4.0),
+    "obj_pw": (1, 0.5, 2.0),
+    "iou_t": (0, 0.1, 0.7),
+    "anchor_t": (1, 2.0, 8.0),
+    "anchors": (2, 2.0, 10.0),
+    "fl_gamma": (0, 0.0, 2.0),
+    "hsv_h": (1, 0.0, 0.1),
+    "hsv_s": (1, 0.0, 0.9),
+    "hsv_v": (1, 0.0, 0.9),
+    "degrees": (1, 0.0, 45.0),
+    "translate": (1, 0.0, 0.9),
+    "scale": (1, 0.0, 0.9),
+    "shear": (1, 0.0, 10.0),
+    "perspective": (0, 0.0, 0.001),
+    "flipud": (1, 0.0, 1.0),
+    "fliplr": (0, 0.0, 1.0),
+    "mosaic": (1, 0.0, 1.0),
+    "mixup": (1, 0.0, 1.0),
+    "copy_paste": (1, 0.0, 1.0),
 }
 N_METRICS = 7  # P, R, mAP@.5, mAP@.5:.95, val box, obj, cls
 
@@ -51,8 +73,16 @@ def record_generation(results, hyp, save_dir):
     """Append one generation to evolve.csv and write the best hyps so far to hyp_evolve.yaml."""
     evolve_csv, evolve_yaml = Path(save_dir) / "evolve.csv", Path(save_dir) / "hyp_evolve.yaml"
     keys = [k for k in META if k in hyp]
-    header = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
-              "val/box_loss", "val/obj_loss", "val/cls_loss", *keys]
+    header = [
+        "metrics/precision",
+        "metrics/recall",
+        "metrics/mAP_0.5",
+        "metrics/mAP_0.5:0.95",
+        "val/box_loss",
+        "val/obj_loss",
+        "val/cls_loss",
+        *keys,
+    ]
     row = [*results[:N_METRICS], *(hyp[k] for k in keys)]
     new = not evolve_csv.exists()
     with open(evolve_csv, "a") as f:
@@ -62,8 +92,12 @@ def record_generation(results, hyp, save_dir):
     x = np.loadtxt(evolve_csv, ndmin=2, delimiter=",", skiprows=1)
     best = x[np.argmax(fitness(x))]
     with open(evolve_yaml, "w") as f:
-        f.write(f"# Hyperparameter Evolution Results\n# Generations: {len(x)}\n# Best fitness: {fitness(best[None])[0]:.5g}\n")
+        f.write(
+            f"# Hyperparameter Evolution Results\n# Generations: {len(x)}\n"
+            f"# Best fitness: {fitness(best[None])[0]:.5g}\n"
+        )
         yaml.safe_dump({k: float(v) for k, v in zip(keys, best[N_METRICS:])}, f, sort_keys=False)
-    LOGGER.info(f"{colorstr('evolve: ')}{len(x)} generations, best fitness {fitness(best[None])[0]:.5g}, "
-                f"saved to {evolve_yaml}")
+    LOGGER.info(
+        f"{colorstr('evolve: ')}{len(x)} generations, best fitness {fitness(best[None])[0]:.5g}, saved to {evolve_yaml}"
+    )
     return evolve_csv

@@ -1,4 +1,5 @@
 """General utilities: logging, paths, file lookup, image-size checks, seeds, schedules, class weights."""
+
 import glob
 import logging
 import math
@@ -11,8 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.boxes import (clip_coords, non_max_suppression, scale_coords, xyn2xy, xywh2xyxy,  # noqa: F401 (re-export)
-                         xywhn2xyxy, xyxy2xywh, xyxy2xywhn)
+from utils.boxes import (  # noqa: F401 (re-export)
+    clip_coords,
+    non_max_suppression,
+    scale_coords,
+    xyn2xy,
+    xywh2xyxy,
+    xywhn2xyxy,
+    xyxy2xywh,
+    xyxy2xywhn,
+)
 
 ROOT = Path(__file__).resolve().parents[1]  # project root (where train.py lives)
 NUM_THREADS = min(8, max(1, (os.cpu_count() or 1) - 1))  # dataloader / multiprocessing threads
@@ -34,11 +43,26 @@ def set_logging(name="yolov5"):
 LOGGER = set_logging()
 
 _ANSI = {
-    "black": "\033[30m", "red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "blue": "\033[34m",
-    "magenta": "\033[35m", "cyan": "\033[36m", "white": "\033[37m",
-    "bright_black": "\033[90m", "bright_red": "\033[91m", "bright_green": "\033[92m", "bright_yellow": "\033[93m",
-    "bright_blue": "\033[94m", "bright_magenta": "\033[95m", "bright_cyan": "\033[96m", "bright_white": "\033[97m",
-    "end": "\033[0m", "bold": "\033[1m", "underline": "\033[4m"}
+    "black": "\033[30m",
+    "red": "\033[31m",
+    "green": "\033[32m",
+    "yellow": "\033[33m",
+    "blue": "\033[34m",
+    "magenta": "\033[35m",
+    "cyan": "\033[36m",
+    "white": "\033[37m",
+    "bright_black": "\033[90m",
+    "bright_red": "\033[91m",
+    "bright_green": "\033[92m",
+    "bright_yellow": "\033[93m",
+    "bright_blue": "\033[94m",
+    "bright_magenta": "\033[95m",
+    "bright_cyan": "\033[96m",
+    "bright_white": "\033[97m",
+    "end": "\033[0m",
+    "bold": "\033[1m",
+    "underline": "\033[4m",
+}
 
 
 def colorstr(*args):
@@ -56,8 +80,11 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
     if path.exists() and not exist_ok:
         path, suffix = (path.with_suffix(""), path.suffix) if path.is_file() else (path, "")
         pattern = re.compile(rf"^{re.escape(path.name + sep)}(\d+)$")
-        numbers = [int(m.group(1)) for p in path.parent.glob(f"{glob.escape(path.name)}{sep}*")
-                   if (m := pattern.match(p.with_suffix("").name if suffix else p.name))]
+        numbers = [
+            int(m.group(1))
+            for p in path.parent.glob(f"{glob.escape(path.name)}{sep}*")
+            if (m := pattern.match(p.with_suffix("").name if suffix else p.name))
+        ]
         path = Path(f"{path}{sep}{max(numbers) + 1 if numbers else 2}{suffix}")
     if mkdir:
         path.mkdir(parents=True, exist_ok=True)
@@ -159,7 +186,7 @@ def file_size(path):
     """Size in MiB of a file, or of all files under a directory (0.0 when path does not exist)."""
     path = Path(path)
     if path.is_file():
-        return path.stat().st_size / 2 ** 20
+        return path.stat().st_size / 2**20
     if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
     return 0.0

@@ -1,4 +1,5 @@
 """Training loggers: results.csv in v6.1 columns and TensorBoard (scalars, model graph, images), as YOLOv5 v6.1."""
+
 import csv
 import os
 import warnings
@@ -12,8 +13,16 @@ from utils.general import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 from utils.train_utils import RESULT_KEYS
 
-END_IMAGES = ("labels.jpg", "labels_correlogram.jpg", "results.png", "confusion_matrix.png", "F1_curve.png",
-              "PR_curve.png", "P_curve.png", "R_curve.png")
+END_IMAGES = (
+    "labels.jpg",
+    "labels_correlogram.jpg",
+    "results.png",
+    "confusion_matrix.png",
+    "F1_curve.png",
+    "PR_curve.png",
+    "P_curve.png",
+    "R_curve.png",
+)
 
 
 def tensorboard_writer(save_dir):
@@ -21,11 +30,15 @@ def tensorboard_writer(save_dir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        LOGGER.warning(f"{colorstr('TensorBoard: ')}WARNING: tensorboard is not installed (pip install tensorboard); "
-                       "logging to results.csv only")
+        LOGGER.warning(
+            f"{colorstr('TensorBoard: ')}WARNING: tensorboard is not installed (pip install tensorboard); "
+            "logging to results.csv only"
+        )
         return None
-    LOGGER.info(f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {Path(save_dir).parent}', "
-                "view at http://localhost:6006/")
+    LOGGER.info(
+        f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {Path(save_dir).parent}', "
+        "view at http://localhost:6006/"
+    )
     return SummaryWriter(str(save_dir))
 
 

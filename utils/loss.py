@@ -1,4 +1,5 @@
 """YOLOv5 v6.1 training loss: CIoU box loss, BCE objectness and BCE class loss with neighbour-cell targets."""
+
 import torch
 import torch.nn as nn
 

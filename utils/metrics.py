@@ -1,4 +1,5 @@
 """Detection metrics: IoU variants, prediction matching, COCO-style AP, confusion matrix, fitness, their plots."""
+
 import math
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def bbox_iou(box1, box2, xywh=True, GIoU=False, DIoU=False, CIoU=False, eps=1e-7
     b2_x1, b2_y1, b2_x2, b2_y2 = _corners(box2, xywh)
     w1, h1 = b1_x2 - b1_x1, b1_y2 - b1_y1 + eps
     w2, h2 = b2_x2 - b2_x1, b2_y2 - b2_y1 + eps
-    inter = ((torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0) *
-             (torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)).clamp(0))
+    inter = (torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0) * (
+        torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)
+    ).clamp(0)
     union = w1 * h1 + w2 * h2 - inter + eps
     iou = inter / union
     if not (GIoU or DIoU or CIoU):
@@ -51,11 +53,11 @@ def bbox_iou(box1, box2, xywh=True, GIoU=False, DIoU=False, CIoU=False, eps=1e-7
     if GIoU:
         c_area = cw * ch + eps
         return iou - (c_area - union) / c_area
-    c2 = cw ** 2 + ch ** 2 + eps  # squared enclosing diagonal
+    c2 = cw**2 + ch**2 + eps  # squared enclosing diagonal
     rho2 = ((b2_x1 + b2_x2 - b1_x1 - b1_x2) ** 2 + (b2_y1 + b2_y2 - b1_y1 - b1_y2) ** 2) / 4  # squared centre distance
     if DIoU:
         return iou - rho2 / c2
-    v = (4 / math.pi ** 2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2  # aspect-ratio consistency
+    v = (4 / math.pi**2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2  # aspect-ratio consistency
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (rho2 / c2 + v * alpha)
@@ -256,8 +258,15 @@ def plot_confusion_matrix(matrix, nc, names, save_dir, normalize=True):
         white_above = 0.5 if normalize else 0.5 * np.nanmax(array)
         for (r, c), v in np.ndenumerate(array):
             if not np.isnan(v):
-                ax.text(c, r, f"{v:.2f}" if normalize else f"{v:.0f}", ha="center", va="center",
-                        fontsize=8, color="white" if v > white_above else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}" if normalize else f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v > white_above else "black",
+                )
     if 0 < len(names) == nc and nc < 30:
         ticks = range(nc + 1)
         ax.set_xticks(ticks)

@@ -1,4 +1,5 @@
 """Plotting utilities: box annotation, batch mosaics, label statistics, results and evolution plots."""
+
 import csv
 import math
 from contextlib import contextmanager
@@ -23,12 +24,32 @@ RESULTS_PLOT_ORDER = (1, 2, 3, 4, 5, 8, 9, 10, 6, 7)  # train losses + P, R on t
 class Colors:
     """YOLOv5 v6.1's palette of 20 colours, indexed cyclically: colors(i, bgr=False) -> (r, g, b)."""
 
-    HEX = ("FF3838", "FF9D97", "FF701F", "FFB21D", "CFD231", "48F90A", "92CC17", "3DDB86", "1A9334", "00D4BB",
-           "2C99A8", "00C2FF", "344593", "6473FF", "0018EC", "8438FF", "520085", "CB38FF", "FF95C8", "FF37C7")
+    HEX = (
+        "FF3838",
+        "FF9D97",
+        "FF701F",
+        "FFB21D",
+        "CFD231",
+        "48F90A",
+        "92CC17",
+        "3DDB86",
+        "1A9334",
+        "00D4BB",
+        "2C99A8",
+        "00C2FF",
+        "344593",
+        "6473FF",
+        "0018EC",
+        "8438FF",
+        "520085",
+        "CB38FF",
+        "FF95C8",
+        "FF37C7",
+    )
 
     def __init__(self):
         """Decode the hex strings into RGB tuples."""
-        self.palette = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in self.HEX]
+        self.palette = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in self.HEX]
         self.n = len(self.palette)
 
     def __call__(self, i, bgr=False):
@@ -63,8 +84,10 @@ class Annotator:
             size_sum = sum(self.im.size)
         else:
             if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.dtype == np.uint8 and im.data.c_contiguous):
-                raise TypeError("plots.py Annotator: image must be a contiguous HWC uint8 numpy array "
-                                "(use np.ascontiguousarray(im))")
+                raise TypeError(
+                    "plots.py Annotator: image must be a contiguous HWC uint8 numpy array "
+                    "(use np.ascontiguousarray(im))"
+                )
             self.im = im
             size_sum = sum(im.shape)
         self.lw = line_width or max(round(size_sum / 2 * 0.003), 2)
@@ -172,7 +195,7 @@ def _batch_mosaic(images, ns, max_size):
     mosaic = np.full((ns * h, ns * w, 3), 255, dtype=np.uint8)
     for i, im in enumerate(images):
         y, x = h * (i // ns), w * (i % ns)
-        mosaic[y:y + h, x:x + w] = im.transpose(1, 2, 0).clip(0, 255).astype(np.uint8)
+        mosaic[y : y + h, x : x + w] = im.transpose(1, 2, 0).clip(0, 255).astype(np.uint8)
     scale = max_size / ns / max(h, w)
     if scale < 1:
         h, w = math.ceil(scale * h), math.ceil(scale * w)
@@ -219,7 +242,7 @@ def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max
         images *= 255
     images = images[:max_subplots]
     bs = len(images)
-    ns = math.ceil(bs ** 0.5)
+    ns = math.ceil(bs**0.5)
     mosaic, h, w, scale = _batch_mosaic(images, ns, max_size)
     normalised = len(targets) and targets[:, 2:6].max() <= 1.01  # else pixel boxes of the input batch
     fs = int((h + w) * ns * 0.01)
@@ -431,7 +454,7 @@ def plot_val_study(files, x, save="study.png"):
         metrics = np.concatenate([y[:, :4], y[:, 7:10]], 1)  # drop the 3 loss columns
         label = Path(f).stem.replace("study_", "")
         for i, title in enumerate(STUDY_COLUMNS):
-            ax[i].plot(x[:len(y)], metrics[:, i], ".-", linewidth=2, markersize=8, label=label)
+            ax[i].plot(x[: len(y)], metrics[:, i], ".-", linewidth=2, markersize=8, label=label)
             ax[i].set_title(title)
         ax[7].plot(metrics[:, 5], metrics[:, 3], ".-", linewidth=2, markersize=8, label=label)
         for size, t, m in zip(x, metrics[:, 5], metrics[:, 3]):

@@ -1,4 +1,5 @@
 """Input listing shared by train/val/detect, and the detect.py sources (image/video files and streams)."""
+
 import glob
 import math
 import os
@@ -13,13 +14,19 @@ from PIL import Image, ImageOps
 from utils.augmentations import letterbox
 from utils.general import LOGGER
 
-IMG_FORMATS = ['bmp', 'dng', 'jpeg', 'jpg', 'mpo', 'png', 'tif', 'tiff', 'webp']
-VID_FORMATS = ['asf', 'avi', 'gif', 'm4v', 'mkv', 'mov', 'mp4', 'mpeg', 'mpg', 'wmv']
+IMG_FORMATS = ["bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp"]
+VID_FORMATS = ["asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "wmv"]
 
 
 _ORIENT = {  # EXIF orientation -> how to turn the stored pixels into what viewers show
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.transpose(1, 0, 2),
-    6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a)}
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a),
+}
 
 
 def exif_orientation(path):
@@ -33,14 +40,14 @@ def exif_orientation(path):
 
 
 def _is_tiff(path):
-    return suffix(str(path)) in ('tif', 'tiff')
+    return suffix(str(path)) in ("tif", "tiff")
 
 
 def _read_tiff(path):
     """TIFF through Pillow's exif_transpose: TIFF readers disagree on whether decoding already applied the tag."""
     try:
         with Image.open(path) as im:
-            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert('RGB'))[..., ::-1])
+            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert("RGB"))[..., ::-1])
     except Exception:  # unreadable: reported by the caller like a failed cv2.imread
         return None
 
@@ -68,8 +75,8 @@ def imread(path, orientation=None):
 
 def img2label_paths(img_paths):
     """Label file for each image: the last /images/ becomes /labels/ and the extension .txt."""
-    sa, sb = f'{os.sep}images{os.sep}', f'{os.sep}labels{os.sep}'
-    return [sb.join(str(x).rsplit(sa, 1)).rsplit('.', 1)[0] + '.txt' for x in img_paths]
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return [sb.join(str(x).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt" for x in img_paths]
 
 
 def _read_list(txt):
@@ -78,7 +85,7 @@ def _read_list(txt):
     files = [x if os.path.isabs(x) else os.path.normpath(os.path.join(Path(txt).parent, x)) for x in lines]
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
-        LOGGER.warning(f'WARNING: {txt}: {len(missing)} listed files do not exist and are skipped, e.g. {missing[:3]}')
+        LOGGER.warning(f"WARNING: {txt}: {len(missing)} listed files do not exist and are skipped, e.g. {missing[:3]}")
     return files
 
 
@@ -87,21 +94,21 @@ def list_files(path, recursive=True):
     files = []
     for p in path if isinstance(path, (list, tuple)) else [path]:
         p = str(p)
-        if '*' in p:
+        if "*" in p:
             files += sorted(glob.glob(p, recursive=True))
         elif os.path.isdir(p):
-            pattern = os.path.join(p, '**', '*.*') if recursive else os.path.join(p, '*.*')
+            pattern = os.path.join(p, "**", "*.*") if recursive else os.path.join(p, "*.*")
             files += sorted(glob.glob(pattern, recursive=recursive))
         elif os.path.isfile(p):
-            files += _read_list(p) if p.lower().endswith('.txt') else [p]
+            files += _read_list(p) if p.lower().endswith(".txt") else [p]
         else:
-            raise FileNotFoundError(f'{p} does not exist (expected a file, a dir, a glob or a .txt list of paths)')
+            raise FileNotFoundError(f"{p} does not exist (expected a file, a dir, a glob or a .txt list of paths)")
     return [os.path.abspath(f) for f in files if os.path.isfile(f)]
 
 
 def suffix(path):
     """Lower-case extension of path without the dot."""
-    return path.rsplit('.', 1)[-1].lower()
+    return path.rsplit(".", 1)[-1].lower()
 
 
 def to_chw_rgb(im):
@@ -121,11 +128,13 @@ class LoadImages:
         self.files = images + videos
         self.nf = len(self.files)
         self.video_flag = [False] * len(images) + [True] * len(videos)
-        self.mode = 'image'
+        self.mode = "image"
         self.cap, self.frame, self.frames = None, 0, 0
         if not self.nf:
-            raise FileNotFoundError(f'No images or videos found in {path}. Supported formats are:\n'
-                                    f'images: {IMG_FORMATS}\nvideos: {VID_FORMATS}')
+            raise FileNotFoundError(
+                f"No images or videos found in {path}. Supported formats are:\n"
+                f"images: {IMG_FORMATS}\nvideos: {VID_FORMATS}"
+            )
 
     def __iter__(self):
         """Restart from the first file (re-opening the first video, if any)."""
@@ -147,26 +156,26 @@ class LoadImages:
                 self.count += 1
                 im0 = imread(path)
                 if im0 is None:
-                    LOGGER.warning(f'WARNING: image {self.count}/{self.nf} {path}: could not be read, skipping')
+                    LOGGER.warning(f"WARNING: image {self.count}/{self.nf} {path}: could not be read, skipping")
                     continue
-                s = f'image {self.count}/{self.nf} {path}: '
+                s = f"image {self.count}/{self.nf} {path}: "
             im = letterbox(im0, self.img_size, stride=self.stride, auto=self.auto)[0]
             return path, to_chw_rgb(im), im0, self.cap, s
         raise StopIteration
 
     def _next_frame(self):
         """Read the next frame, moving on to the next video when one ends; (None, '') after the last."""
-        self.mode = 'video'
+        self.mode = "video"
         ok, im0 = self.cap.read()
         while not ok:
             self.cap.release()
             self.count += 1
             if self.count == self.nf:
-                return None, ''
+                return None, ""
             self._new_video(self.files[self.count])
             ok, im0 = self.cap.read()
         self.frame += 1
-        return im0, f'video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) {self.files[self.count]}: '
+        return im0, f"video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) {self.files[self.count]}: "
 
     def _new_video(self, path):
         """Open a video file and reset the frame counter."""
@@ -174,7 +183,7 @@ class LoadImages:
         self.cap = cv2.VideoCapture(path)
         self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if not self.cap.isOpened():
-            LOGGER.warning(f'WARNING: video {path} could not be opened, skipping')
+            LOGGER.warning(f"WARNING: video {path} could not be opened, skipping")
 
     def __len__(self):
         """Number of files."""
@@ -184,11 +193,11 @@ class LoadImages:
 class LoadStreams:
     """Read webcams / stream URLs / video files in background threads; yields the latest frame of each."""
 
-    def __init__(self, sources='0', img_size=640, stride=32, auto=True):
+    def __init__(self, sources="0", img_size=640, stride=32, auto=True):
         """sources: a webcam index, a URL or file, or a .txt/.streams file listing several."""
-        self.mode = 'stream'
+        self.mode = "stream"
         self.img_size, self.stride = img_size, stride
-        if str(sources).lower().endswith(('.txt', '.streams')) and os.path.isfile(sources):
+        if str(sources).lower().endswith((".txt", ".streams")) and os.path.isfile(sources):
             sources = [x.strip() for x in Path(sources).read_text().splitlines() if x.strip()]
         else:
             sources = [str(sources)]
@@ -196,27 +205,27 @@ class LoadStreams:
         self.sources = sources
         self.imgs, self.fps, self.frames, self.threads = [None] * n, [0] * n, [0] * n, [None] * n
         for i, s in enumerate(sources):
-            self._open(i, s, f'{i + 1}/{n}: {s}... ')
+            self._open(i, s, f"{i + 1}/{n}: {s}... ")
         shapes = np.stack([letterbox(x, img_size, stride=stride, auto=auto)[0].shape for x in self.imgs])
         self.rect = np.unique(shapes, axis=0).shape[0] == 1  # same shape everywhere: rectangular batches
         self.auto = auto and self.rect
         if not self.rect:
-            LOGGER.warning('WARNING: stream shapes differ. For optimal performance supply similarly-shaped streams.')
+            LOGGER.warning("WARNING: stream shapes differ. For optimal performance supply similarly-shaped streams.")
 
     def _open(self, i, s, st):
         """Open source i, read its first frame and start its reader thread."""
         cap = cv2.VideoCapture(int(s) if s.isnumeric() else s)
         if not cap.isOpened():
-            raise ConnectionError(f'{st}failed to open stream {s}')
+            raise ConnectionError(f"{st}failed to open stream {s}")
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.frames[i] = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0) or float('inf')  # inf for live streams
+        self.frames[i] = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0) or float("inf")  # inf for live streams
         self.fps[i] = max((fps if math.isfinite(fps) else 0) % 100, 0) or 30
         ok, self.imgs[i] = cap.read()
         if not ok:
-            raise ConnectionError(f'{st}opened stream {s} but could not read a frame from it')
+            raise ConnectionError(f"{st}opened stream {s} but could not read a frame from it")
         self.threads[i] = Thread(target=self._update, args=(i, cap, s), daemon=True)
-        LOGGER.info(f'{st}success ({self.frames[i]} frames {w}x{h} at {self.fps[i]:.2f} FPS)')
+        LOGGER.info(f"{st}success ({self.frames[i]} frames {w}x{h} at {self.fps[i]:.2f} FPS)")
         self.threads[i].start()
 
     def _update(self, i, cap, stream):
@@ -228,7 +237,7 @@ class LoadStreams:
             if ok:
                 self.imgs[i] = im
             elif math.isinf(self.frames[i]):
-                LOGGER.warning(f'WARNING: stream {stream} unresponsive, reconnecting')
+                LOGGER.warning(f"WARNING: stream {stream} unresponsive, reconnecting")
                 self.imgs[i] = np.zeros_like(self.imgs[i])
                 cap.open(stream)
             else:
@@ -248,7 +257,7 @@ class LoadStreams:
             raise StopIteration
         im0 = self.imgs.copy()
         im = np.stack([letterbox(x, self.img_size, stride=self.stride, auto=self.auto)[0] for x in im0])
-        return self.sources, to_chw_rgb(im), im0, None, ''
+        return self.sources, to_chw_rgb(im), im0, None, ""
 
     def __len__(self):
         """Number of sources."""

@@ -1,10 +1,11 @@
 """Deterministic synthetic 'shapes' detection dataset (circle, square, triangle, cross) in YOLO format."""
+
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-NAMES = ['circle', 'square', 'triangle', 'cross']
+NAMES = ["circle", "square", "triangle", "cross"]
 COLORS = [(40, 40, 220), (40, 200, 40), (220, 90, 30), (30, 220, 230)]  # BGR: red, green, blue, yellow
 
 
@@ -25,8 +26,9 @@ def _polygon(cls, cx, cy, size, angle):
         pts = np.array([[0, -0.5], [0.5, 0.5], [-0.5, 0.5]])
     else:
         a, b = 0.5, 0.16  # arm half-length and half-width
-        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b],
-                        [-a, b], [-a, -b], [-b, -b]])
+        pts = np.array(
+            [[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b]]
+        )
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     return np.round(pts @ rot.T * size + (cx, cy)).astype(np.int32)
 
@@ -78,20 +80,20 @@ def make_image(rng):
 
 def _write_split(root, split, n, seed):
     """Write n images and label files for one split, seeded independently of the other splits."""
-    rng = np.random.default_rng([seed, 0 if split == 'train' else 1])
-    im_dir, lb_dir = root / 'images' / split, root / 'labels' / split
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    im_dir, lb_dir = root / "images" / split, root / "labels" / split
     im_dir.mkdir(parents=True, exist_ok=True)
     lb_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         im, labels = make_image(rng)
-        cv2.imwrite(str(im_dir / f'{split}_{i:04d}.jpg'), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        rows = [f'{int(c)} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}' for c, x, y, bw, bh in labels]
-        (lb_dir / f'{split}_{i:04d}.txt').write_text('\n'.join(rows) + '\n')
+        cv2.imwrite(str(im_dir / f"{split}_{i:04d}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        rows = [f"{int(c)} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}" for c, x, y, bw, bh in labels]
+        (lb_dir / f"{split}_{i:04d}.txt").write_text("\n".join(rows) + "\n")
 
 
-def make_shapes(path='datasets/shapes', n_train=240, n_val=60, seed=0):
+def make_shapes(path="datasets/shapes", n_train=240, n_val=60, seed=0):
     """Generate the shapes dataset under path (images/{train,val}, labels/{train,val}); returns the root Path."""
     root = Path(path)
-    _write_split(root, 'train', n_train, seed)
-    _write_split(root, 'val', n_val, seed)
+    _write_split(root, "train", n_train, seed)
+    _write_split(root, "val", n_val, seed)
     return root

@@ -1,4 +1,5 @@
 """PyTorch helpers: devices, timing, BN fusion, model summary and FLOP counting, EMA."""
+
 import math
 import os
 import time
@@ -25,7 +26,9 @@ def select_device(device="", batch_size=0):
     elif device:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
         if not (torch.cuda.is_available() and torch.cuda.device_count() >= len(device.replace(",", ""))):
-            raise ValueError(f"Invalid CUDA '--device {device}' requested, use '--device cpu' or pass valid CUDA device(s)")
+            raise ValueError(
+                f"Invalid CUDA '--device {device}' requested, use '--device cpu' or pass valid CUDA device(s)"
+            )
     cuda = not cpu and torch.cuda.is_available()
     if cuda:
         devices = device.split(",") if device else "0"
@@ -34,7 +37,7 @@ def select_device(device="", batch_size=0):
             raise ValueError(f"batch-size {batch_size} not multiple of GPU count {n}")
         for i, d in enumerate(devices):
             p = torch.cuda.get_device_properties(i)
-            s += f"{'' if i == 0 else ' ' * len(s)}CUDA:{d} ({p.name}, {p.total_memory / 1024 ** 2:.0f}MiB)\n"
+            s += f"{'' if i == 0 else ' ' * len(s)}CUDA:{d} ({p.name}, {p.total_memory / 1024**2:.0f}MiB)\n"
     else:
         s += "CPU\n"
     LOGGER.info(s.rstrip())
@@ -70,10 +73,20 @@ def initialize_weights(model):
 @torch.no_grad()
 def fuse_conv_and_bn(conv, bn):
     """One Conv2d equal to conv followed by bn (eval statistics)."""
-    fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True,
-    ).requires_grad_(False).to(conv.weight.device)
+    fused = (
+        nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+        )
+        .requires_grad_(False)
+        .to(conv.weight.device)
+    )
     w, b = conv.weight.double(), conv.bias.double() if conv.bias is not None else None  # fold in float64
     scale = bn.weight.double() / torch.sqrt(bn.eps + bn.running_var.double())
     fused.weight.copy_((w.reshape(conv.out_channels, -1) * scale.view(-1, 1)).view(fused.weight.shape))
@@ -195,7 +208,9 @@ def model_info(model, verbose=False, img_size=640):
     n_p = sum(x.numel() for x in model.parameters())
     n_g = sum(x.numel() for x in model.parameters() if x.requires_grad)
     if verbose:
-        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} {'sigma':>10}")
+        LOGGER.info(
+            f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} {'sigma':>10}"
+        )
         for i, (name, p) in enumerate(model.named_parameters()):
             name = name.replace("module_list.", "")
             LOGGER.info(
@@ -211,8 +226,10 @@ def model_info(model, verbose=False, img_size=640):
     if fs:
         shape = _input_shape(model, img_size)
         try:
-            LOGGER.info(f"Exact: {exact_flops(model, img_size) / 1e9:.2f} GFLOPs at {shape[2]}x{shape[3]} "
-                        "(torch.utils.flop_counter: every conv, matmul and bmm, attention blocks included)")
+            LOGGER.info(
+                f"Exact: {exact_flops(model, img_size) / 1e9:.2f} GFLOPs at {shape[2]}x{shape[3]} "
+                "(torch.utils.flop_counter: every conv, matmul and bmm, attention blocks included)"
+            )
         except (RuntimeError, NotImplementedError, TypeError) as e:
             LOGGER.warning(f"WARNING: exact GFLOPs not computed (a module does not run on meta tensors): {e}")
 

@@ -1,4 +1,5 @@
 """Training helpers: optimizer parameter groups, LR schedule and warm-up, early stopping, checkpoint stripping."""
+
 import math
 import os
 from datetime import datetime
@@ -7,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-
 import yaml
 
 from utils.checkpoints import load_checkpoint, save_checkpoint
@@ -16,9 +16,21 @@ from utils.general import LOGGER, ROOT, colorstr, one_cycle
 HYP_TEMPLATE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 MAX_NONFINITE = 10  # consecutive non-finite losses (at most one epoch's worth) before training stops
 
-RESULT_KEYS = ["train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
-               "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
-               "x/lr0", "x/lr1", "x/lr2"]
+RESULT_KEYS = [
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+]
 
 
 def parameter_groups(model):
@@ -52,8 +64,10 @@ def smart_optimizer(model, name="SGD", lr=0.01, momentum=0.937, decay=1e-5):
         raise ValueError(f"optimizer '{name}' not supported: use SGD, Adam or AdamW")
     optimizer.add_param_group({"params": g1, "weight_decay": decay})
     optimizer.add_param_group({"params": g2})
-    LOGGER.info(f"{colorstr('optimizer:')} {type(optimizer).__name__} with parameter groups "
-                f"{len(g0)} weight (no decay), {len(g1)} weight, {len(g2)} bias")
+    LOGGER.info(
+        f"{colorstr('optimizer:')} {type(optimizer).__name__} with parameter groups "
+        f"{len(g0)} weight (no decay), {len(g1)} weight, {len(g2)} bias"
+    )
     return optimizer
 
 
@@ -81,10 +95,12 @@ class EarlyStopping:
         self.possible_stop = delta >= (self.patience - 1)
         stop = delta >= self.patience
         if stop:
-            LOGGER.info(f"Stopping training early as no improvement observed in last {self.patience} epochs. "
-                        f"Best results observed at epoch {self.best_epoch}, best model saved as best.pt.\n"
-                        f"To update EarlyStopping(patience={self.patience}) pass a new patience value, "
-                        f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping.")
+            LOGGER.info(
+                f"Stopping training early as no improvement observed in last {self.patience} epochs. "
+                f"Best results observed at epoch {self.best_epoch}, best model saved as best.pt.\n"
+                f"To update EarlyStopping(patience={self.patience}) pass a new patience value, "
+                f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping."
+            )
         return stop
 
 
@@ -93,9 +109,16 @@ def training_checkpoint(epoch, best_fitness, model, ema, optimizer):
     from copy import deepcopy
 
     nchw = torch.contiguous_format
-    return {"epoch": epoch, "best_fitness": best_fitness, "model": deepcopy(model).half().to(memory_format=nchw),
-            "ema": deepcopy(ema.ema).half().to(memory_format=nchw), "updates": ema.updates, "optimizer": optimizer.state_dict(),
-            "wandb_id": None, "date": datetime.now().isoformat()}
+    return {
+        "epoch": epoch,
+        "best_fitness": best_fitness,
+        "model": deepcopy(model).half().to(memory_format=nchw),
+        "ema": deepcopy(ema.ema).half().to(memory_format=nchw),
+        "updates": ema.updates,
+        "optimizer": optimizer.state_dict(),
+        "wandb_id": None,
+        "date": datetime.now().isoformat(),
+    }
 
 
 def strip_optimizer(f):
@@ -125,8 +148,10 @@ def warmup_values(ni, nw, hyp, initial_lrs, lf_epoch):
     momentum rises from warmup_momentum to momentum.
     """
     xi = [0, nw]
-    lrs = [float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 2 else 0.0, lr0 * lf_epoch]))
-           for j, lr0 in enumerate(initial_lrs)]
+    lrs = [
+        float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 2 else 0.0, lr0 * lf_epoch]))
+        for j, lr0 in enumerate(initial_lrs)
+    ]
     return lrs, float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
 
 
@@ -159,9 +184,11 @@ def check_hyp(hyp, source):
     required = yaml.safe_load(HYP_TEMPLATE.read_text())
     missing = [k for k in required if k not in hyp]
     if missing:
-        raise ValueError(f"{source}: hyperparameter '{missing[0]}' is missing"
-                         f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
-                         f"copy it from {HYP_TEMPLATE.relative_to(ROOT)}")
+        raise ValueError(
+            f"{source}: hyperparameter '{missing[0]}' is missing"
+            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+            f"copy it from {HYP_TEMPLATE.relative_to(ROOT)}"
+        )
     return hyp
 
 
@@ -173,8 +200,10 @@ def make_run_dir(save_dir, project):
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"--project {project}: cannot write the run folder {save_dir} ({e.strerror or e}); "
-                         f"pass a writable --project") from None
+        raise ValueError(
+            f"--project {project}: cannot write the run folder {save_dir} ({e.strerror or e}); "
+            f"pass a writable --project"
+        ) from None
 
 
 class RunLock:
@@ -189,8 +218,10 @@ class RunLock:
         except FileExistsError:
             pid = self._owner()
             if pid and pid != os.getpid() and _alive(pid):
-                raise ValueError(f"{self.path.parent} is in use by another training run (pid {pid}, {self.path}); "
-                                 f"use another --name, or wait for it to finish") from None
+                raise ValueError(
+                    f"{self.path.parent} is in use by another training run (pid {pid}, {self.path}); "
+                    f"use another --name, or wait for it to finish"
+                ) from None
             LOGGER.warning(f"WARNING: {self.path}: taking over the lock of a run that is gone (pid {pid})")
             self.path.unlink(missing_ok=True)
             return self.__enter__()

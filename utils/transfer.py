@@ -4,6 +4,7 @@ The layers of both models are aligned as sequences of (module class, tensor shap
 yaml arguments produce, so a block inserted at layer 9 moves every later `model.<i>` to `model.<i + 1>` and all of
 them still find their weights. Tensors of inserted or replaced layers are reported as new.
 """
+
 import difflib
 from collections import defaultdict
 
