@@ -42,6 +42,12 @@ def raccoon_yaml():
 
 
 @pytest.fixture
+def raccoon_val_copy():
+    """images/val of the session's private raccoon copy (datasets built on it write their label cache there)."""
+    return RACCOON_YAML.parent / "raccoon" / "images" / "val"
+
+
+@pytest.fixture
 def shared():
     """tests/data: the parts of ../shared the tests read (reference/, data/raccoon, images/, seeds/yamls)."""
     return SHARED

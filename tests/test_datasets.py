@@ -147,8 +147,8 @@ def test_read_only_label_dir_warns_and_skips_cache(tiny, logs):
     assert any("not writeable" in m for m in logs)
 
 
-def test_val_batch_matches_v61_reference(shared, reference):
-    ds = LoadImagesAndLabels(str(shared / "data" / "raccoon" / "images" / "val"), img_size=256, batch_size=4)
+def test_val_batch_matches_v61_reference(raccoon_val_copy, reference):
+    ds = LoadImagesAndLabels(str(raccoon_val_copy), img_size=256, batch_size=4)
     im, targets, paths, shapes = ds.collate_fn([ds[i] for i in range(4)])
     assert [Path(p).name for p in paths] == ["raccoon-102.jpg", "raccoon-107.jpg", "raccoon-111.jpg", "raccoon-116.jpg"]
     assert np.abs(im.numpy() / 255.0 - np.load(reference / "loss_batch_images.npy")).max() < 1e-6
@@ -156,10 +156,8 @@ def test_val_batch_matches_v61_reference(shared, reference):
     assert shapes[0] == ((194, 259), ((191 / 194, 256 / 259), (0.0, 32.5)))
 
 
-def test_rect_batch_shapes_on_raccoon_val(shared):
-    ds = LoadImagesAndLabels(
-        str(shared / "data" / "raccoon" / "images" / "val"), img_size=320, batch_size=8, rect=True, stride=32, pad=0.5
-    )
+def test_rect_batch_shapes_on_raccoon_val(raccoon_val_copy):
+    ds = LoadImagesAndLabels(str(raccoon_val_copy), img_size=320, batch_size=8, rect=True, stride=32, pad=0.5)
     ar = ds.shapes[:, 1] / ds.shapes[:, 0]
     assert (np.diff(ar) >= 0).all() and len(ds.batch_shapes) == 5
     for b in range(5):
