@@ -349,6 +349,16 @@ def _equal64(ours, official):
     return (ours - official).abs().max().item() <= 1e-5 * (official.abs().max().item() + 1)
 
 
+def _fold_bn(conv, bn):
+    """Fold an official bias-free conv + eval BatchNorm into our biased conv; return the official conv weight."""
+    w = conv.weight.detach().clone()
+    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+    with torch.no_grad():
+        conv.weight.mul_(scale.view(-1, *[1] * (w.dim() - 1)))
+        conv.bias.copy_(bn.bias - bn.running_mean * scale)
+    return w
+
+
 def test_sge_equals_official_code():
     m = att.SGE(16, 16, groups=4).double().eval()
     torch.nn.init.normal_(m.weight, std=3.0)  # trained gammas
@@ -377,11 +387,7 @@ def test_scconv_equals_scnet_with_floor_pooling():
     k2_bn = _rand_bn(torch.nn.BatchNorm2d(8).double())
     for bn in (m.k3.bn, m.k4.bn):
         _rand_bn(bn)
-    scale = k2_bn.weight / (k2_bn.running_var + k2_bn.eps).sqrt()  # SCNet's k2 BatchNorm folded into our k2 conv
-    with torch.no_grad():
-        w = m.k2.weight.clone()
-        m.k2.weight.mul_(scale.view(-1, 1, 1, 1))
-        m.k2.bias.copy_(k2_bn.bias - k2_bn.running_mean * scale)
+    w = _fold_bn(m.k2, k2_bn)  # SCNet's k2 BatchNorm folded into our k2 conv
     x = torch.randn(2, 16, 10, 10, dtype=torch.float64)  # P5 at --img 320: floor and ceil pooling differ
     ours = m.k4(m.calibrate(x[:, :8]))
     m.k2.weight.data = w
@@ -458,3 +464,73 @@ def test_dynamic_conv_equals_official_aggregation():
     weight = torch.mm(a, m.weight.view(m.K, -1)).view(-1, 16, 3, 3)  # per-sample kernels, batch as groups
     y = F.conv2d(x.view(1, -1, 7, 6), weight, None, 1, 1, groups=3).view(3, 8, 7, 6)
     assert _equal64(m(x), F.silu(_bn(y, m.bn)))
+
+
+def test_scse_equals_official_formula():
+    m = att.scSE(16, 16).double().eval()
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    fc1, fc2, sse = m.cse[1][0], m.cse[1][2], m.sse[0]
+    z = F.relu(F.linear(x.mean((2, 3)), fc1.weight.flatten(1), fc1.bias))  # cSE: GAP, FC C -> C/r, ReLU, FC, sigmoid
+    channel = torch.sigmoid(F.linear(z, fc2.weight.flatten(1), fc2.bias))[..., None, None]
+    spatial = torch.sigmoid(torch.einsum("bchw,c->bhw", x, sse.weight.flatten()) + sse.bias)[:, None]  # sSE: C -> 1
+    assert _equal64(m(x), x * channel + x * spatial)
+
+
+def test_split_attention_equals_official_resnest_code():
+    c1, c2, g, radix = 16, 24, 2, 2
+    m = att.SplitAttn(c1, c2, 3, 2, g, radix, reduction=4, min_channels=8).double().eval()
+    _rand_bn(m.conv.bn)
+    bn1 = _rand_bn(torch.nn.BatchNorm2d(m.fc[0].out_channels).double())
+    fc1_weight = _fold_bn(m.fc[0], bn1)  # ResNeSt's fc1 (bias) + bn1 equals one biased conv in eval mode
+    fc1_bias = torch.randn(m.fc[0].out_channels, dtype=torch.float64)
+    with torch.no_grad():
+        m.fc[0].bias.add_(fc1_bias * bn1.weight / (bn1.running_var + bn1.eps).sqrt())
+    x = torch.randn(2, c1, 9, 7, dtype=torch.float64)
+    y = F.silu(_bn(F.conv2d(x, m.conv.conv.weight, None, 2, 1, groups=g * radix), m.conv.bn))  # SiLU: Conv's act
+    splited = torch.split(y, c2, dim=1)
+    gap = F.adaptive_avg_pool2d(sum(splited), 1)
+    gap = F.relu(_bn(F.conv2d(gap, fc1_weight, fc1_bias, groups=g), bn1))
+    atten = F.conv2d(gap, m.fc[2].weight, m.fc[2].bias, groups=g)
+    atten = F.softmax(atten.view(2, g, radix, -1).transpose(1, 2), dim=1).reshape(2, -1, 1, 1)  # rSoftMax
+    official = sum(a * s for a, s in zip(torch.split(atten, c2, dim=1), splited))
+    assert _equal64(m(x), official)
+
+
+def test_split_attention_radix_one_equals_official_code():
+    m = att.SplitAttn(16, 16, 3, 1, 1, 1, min_channels=8).double().eval()
+    _rand_bn(m.conv.bn)
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    y = F.silu(_bn(F.conv2d(x, m.conv.conv.weight, None, 1, 1), m.conv.bn))
+    gap = F.relu(F.conv2d(F.adaptive_avg_pool2d(y, 1), m.fc[0].weight, m.fc[0].bias))
+    assert _equal64(m(x), torch.sigmoid(F.conv2d(gap, m.fc[2].weight, m.fc[2].bias)) * y)
+
+
+def test_double_attention_equals_official_formula():
+    m = att.DoubleAttention(16, 16, c_m=6, c_n=4).double().eval()
+    torch.nn.init.normal_(m.proj.weight)
+    torch.nn.init.normal_(m.proj.bias)
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    b, c, h, w = x.shape
+    a, bm, v = (F.conv2d(x, cv.weight, cv.bias).view(b, -1, h * w) for cv in (m.conv_a, m.conv_b, m.conv_v))
+    g = torch.bmm(a, F.softmax(bm, dim=-1).permute(0, 2, 1))  # gather: G = A softmax(B)^T, (b, c_m, c_n)
+    z = g.matmul(F.softmax(v, dim=1))  # distribute: each position's c_n weights mix the descriptors
+    official = x + F.conv2d(z.view(b, -1, h, w), m.proj.weight, m.proj.bias)  # our output conv and residual
+    assert _equal64(m(x), official)
+
+
+def test_sk_attention_equals_official_sknet_code():
+    m = att.SKAttention(16, 16, reduction=4, min_channels=8, branches=3, g=2).double().eval()
+    for branch in m.branches:
+        _rand_bn(branch[1])
+    bn = _rand_bn(torch.nn.BatchNorm2d(m.fc[0].out_channels).double())
+    fc_weight = _fold_bn(m.fc[0], bn)  # SKNet's fc: bias-free conv, BN, ReLU
+    x = torch.randn(2, 16, 9, 7, dtype=torch.float64)
+    feats = []
+    for i, branch in enumerate(m.branches):  # our dilated 3x3 branches, conv-BN-ReLU
+        conv = F.conv2d(x, branch[0].weight, None, 1, i + 1, i + 1, groups=2)
+        feats.append(F.relu(_bn(conv, branch[1])))
+    feats = torch.stack(feats, 1)
+    feats_z = F.relu(_bn(F.conv2d(feats.sum(1).mean((2, 3), keepdim=True), fc_weight), bn))
+    fcs = zip(m.fc[2].weight.split(16), m.fc[2].bias.split(16))  # one FC d -> C per branch
+    attention = torch.stack([F.conv2d(feats_z, wi, bi) for wi, bi in fcs], 1).softmax(dim=1)
+    assert _equal64(m(x), (feats * attention).sum(1))

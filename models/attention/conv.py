@@ -75,7 +75,10 @@ class SCConv(nn.Module):
 
 @register("SplitAttn", "ResNeSt", channels=Channels.CONV)
 class SplitAttn(nn.Module):
-    """Split attention convolution (Zhang et al., 2020, ResNeSt: Split-Attention Networks)."""
+    """Split attention convolution (Zhang et al., 2020, ResNeSt: Split-Attention Networks).
+
+    As ResNeSt's SplAtConv2d, with Conv's SiLU after the grouped conv where ResNeSt has ReLU.
+    """
 
     def __init__(self, c1, c2, k=3, s=1, g=1, radix=2, reduction=4, min_channels=32):
         super().__init__()
