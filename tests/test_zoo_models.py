@@ -133,10 +133,9 @@ def test_transfer_maps_base_weights_by_structure(variant):
     base, model = _built("yolov5n.yaml"), build(f"yolov5n_{variant}.yaml")
     changed, inserts_only = VARIANTS[variant]
     csd, n, total, n_new = transfer_weights(base, model)
-    base_sd = base.state_dict()
-    not_transferable = 0 if inserts_only else len(_layer_keys(base, [i for i, _ in changed]))
-    assert n == len(csd) == len(base_sd) - not_transferable
-    assert total == len(model.state_dict()) and n_new == len(_layer_keys(model, [i for i, _ in changed]))
+    assert n == len(csd) == len(base.state_dict())  # every base tensor finds its place, replaced layers included
+    new_keys = [k for k in _layer_keys(model, [i for i, _ in changed]) if k not in csd]
+    assert total == len(model.state_dict()) and n_new == len(new_keys)
     model.load_state_dict(csd, strict=False)
     x = torch.randn(1, 3, *IMG)
     ref, out = layer_outputs(base, x), layer_outputs(model, x)
@@ -144,6 +143,11 @@ def test_transfer_maps_base_weights_by_structure(variant):
     assert all(torch.equal(out[i], ref[i]) for i in range(first))
     if variant == "DoubleAttention":  # its residual projection starts at zero: the whole model is the base model
         assert torch.equal(out[len(model.model) - 1][0], ref[len(base.model) - 1][0])
+    if variant == "dynamic":  # every expert holds the replaced Conv's kernel: any mix of them is that kernel
+        mlp = {"attention.1.0.weight", "attention.1.0.bias", "attention.1.2.weight", "attention.1.2.bias"}
+        assert {k.split(".", 2)[2] for k in new_keys} == mlp
+        final, expected = out[len(model.model) - 1][0], ref[len(base.model) - 1][0]
+        assert ((final - expected).abs() <= 1e-5 * (expected.abs() + 1)).all()
 
 
 def test_transfer_other_nc_and_excluded_anchors():

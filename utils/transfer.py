@@ -2,7 +2,8 @@
 
 The layers of both models are aligned as sequences of (module class, tensor shapes), the structure their resolved
 yaml arguments produce, so a block inserted at layer 9 moves every later `model.<i>` to `model.<i + 1>` and all of
-them still find their weights. Tensors of inserted or replaced layers are reported as new.
+them still find their weights. Tensors of inserted or replaced layers are reported as new, except what a replacing
+block takes from the layer it replaces through its `state_from(layer, tensors)` (DynamicConv from Conv).
 """
 
 import difflib
@@ -15,15 +16,23 @@ from utils.torch_utils import de_parallel
 def transfer_weights(src_model, dst_model, exclude=()):
     """(state_dict for dst_model, n transferred, n dst tensors, n new in inserted layers); skips exclude-word keys."""
     src, dst = _layers(src_model, "source"), _layers(dst_model, "destination")
+    modules = de_parallel(dst_model).model
     dst_sd = de_parallel(dst_model).state_dict()
-    csd, paired = {}, set()
-    for i, j in _align(src, dst):
-        paired.add(j)
-        for suffix, v in src[i][1].items():
+    adaptable = {j for j, m in enumerate(modules) if hasattr(m, "state_from")}
+    source_of = {j: i for i, j in _align(src, dst, adaptable)}
+    csd, n_new = {}, 0
+    for j, (name, tensors) in enumerate(dst):
+        if j not in source_of:
+            n_new += len(tensors)
+            continue
+        src_name, src_tensors = src[source_of[j]]
+        if src_name != name:  # a replaced layer that takes its predecessor's weights (DynamicConv from Conv)
+            src_tensors = modules[j].state_from(src_name, src_tensors)
+            n_new += len(tensors) - len(src_tensors)
+        for suffix, v in src_tensors.items():
             key = f"model.{j}.{suffix}"
             if key in dst_sd and v.shape == dst_sd[key].shape and not any(x in key for x in exclude):
                 csd[key] = v.float() if v.is_floating_point() else v
-    n_new = sum(len(tensors) for j, (_, tensors) in enumerate(dst) if j not in paired)
     return csd, len(csd), len(dst_sd), n_new
 
 
@@ -52,18 +61,24 @@ def _signature(layer):
     return name, tuple((k, tuple(v.shape)) for k, v in tensors.items())
 
 
-def _align(src, dst):
-    """Pairs (i, j) of aligned layers: identical structure first, then same-class layers inside replaced stretches."""
+def _align(src, dst, adaptable=()):
+    """Pairs (i, j) of aligned layers: identical structure first, then, inside replaced stretches, same-class layers
+    and layers of another class at the same place whose destination can adapt their weights (`adaptable` j)."""
     pairs = []
     for tag, i1, i2, j1, j2 in _opcodes([_signature(x) for x in src], [_signature(x) for x in dst]):
         if tag == "equal":
             pairs += zip(range(i1, i2), range(j1, j2))
         elif tag == "replace":  # e.g. Detect with another nc: same class, some shapes differ
-            for _, a1, a2, b1, _ in _opcodes([x[0] for x in src[i1:i2]], [x[0] for x in dst[j1:j2]], "equal"):
-                pairs += zip(range(i1 + a1, i1 + a2), range(j1 + b1, j1 + b1 + a2 - a1))
+            for op, a1, a2, b1, b2 in _opcodes([x[0] for x in src[i1:i2]], [x[0] for x in dst[j1:j2]]):
+                same = op == "equal"
+                if same or (op == "replace" and a2 - a1 == b2 - b1):
+                    pairs += [
+                        (i1 + a, j1 + b)
+                        for a, b in zip(range(a1, a2), range(b1, b2))
+                        if same or j1 + b in adaptable
+                    ]
     return pairs
 
 
-def _opcodes(a, b, only=None):
-    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    return [op for op in ops if only is None or op[0] == only]
+def _opcodes(a, b):
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()

@@ -151,6 +151,18 @@ class DynamicConv(nn.Module):
         y = y.reshape(-1, g, K, self.c2 // g, *y.shape[2:]) * a.reshape(-1, 1, K, 1, 1, 1)
         return y.sum(2).flatten(1, 2)
 
+    def state_from(self, layer, tensors):
+        """This layer's tensors from a replaced `Conv` of the same shape: its kernel in every expert, its BatchNorm.
+
+        Any softmax over identical kernels mixes back to that kernel, so the transferred model starts at the
+        pretrained one's output; only the attention MLP is new. Returns {} for any other layer.
+        """
+        w = tensors.get("conv.weight")
+        if layer != "Conv" or w is None or w.shape != self.weight.shape[1:]:
+            return {}
+        state = {"weight": w.expand_as(self.weight).clone()}
+        return state | {k: v for k, v in tensors.items() if k.startswith("bn.")}
+
     def epoch_update(self, epoch, epochs):
         """Per-epoch hook: tau goes linearly from its start at epoch 0 to 1 at epoch min(temp_epochs, epochs) - 1."""
         if not isinstance(epoch, int) or epoch < 0 or not isinstance(epochs, int) or epochs < 1:
