@@ -73,9 +73,7 @@ def _align(src, dst, adaptable=()):
                 same = op == "equal"
                 if same or (op == "replace" and a2 - a1 == b2 - b1):
                     pairs += [
-                        (i1 + a, j1 + b)
-                        for a, b in zip(range(a1, a2), range(b1, b2))
-                        if same or j1 + b in adaptable
+                        (i1 + a, j1 + b) for a, b in zip(range(a1, a2), range(b1, b2)) if same or j1 + b in adaptable
                     ]
     return pairs
 
