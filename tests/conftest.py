@@ -107,3 +107,9 @@ def captured_log():
         yield lines
     finally:
         LOGGER.removeHandler(handler)
+
+
+def tiny_train_args(data, project, *extra, name="exp", cfg="yolov5n.yaml"):
+    """train.py flags of a tiny run: yolov5n-sized, img 64, batch 4, in-process loading, no AutoAnchor."""
+    fixed = ["--data", data, "--cfg", cfg, "--weights", "", "--img", 64, "--batch-size", 4, "--workers", 0]
+    return [str(x) for x in fixed + ["--noautoanchor", "--project", project, "--name", name, *extra]]

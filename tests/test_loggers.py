@@ -14,7 +14,7 @@ from utils.general import LOGGER
 from utils.loggers import Loggers
 from utils.train_utils import RESULT_KEYS
 
-from conftest import ROOT, captured_log
+from conftest import ROOT, captured_log, tiny_train_args
 
 VARIANTS = sorted(p.stem.split("_", 1)[1] for p in (ROOT / "models").glob("yolov5_*.yaml"))
 
@@ -64,32 +64,7 @@ def test_missing_tensorboard_warns_and_keeps_csv(tmp_path, monkeypatch):
 
 
 def _train(data, project, *extra):
-    train.main(
-        train.parse_opt(
-            [
-                "--data",
-                str(data),
-                "--cfg",
-                "yolov5n.yaml",
-                "--weights",
-                "",
-                "--img",
-                "64",
-                "--batch-size",
-                "4",
-                "--epochs",
-                "1",
-                "--workers",
-                "0",
-                "--noautoanchor",
-                "--project",
-                str(project),
-                "--name",
-                "exp",
-                *extra,
-            ]
-        )
-    )
+    train.main(train.parse_opt(tiny_train_args(data, project, "--epochs", "1", *extra)))
     return project / "exp"
 
 

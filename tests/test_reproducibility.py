@@ -19,32 +19,15 @@ from utils.general import check_yaml
 from utils.reproducibility import AUGMENT, seeded_rng, set_deterministic
 from utils.train_utils import multi_scale_size
 
+from conftest import tiny_train_args
+
 HYP = check_yaml("data/hyps/hyp.scratch-low.yaml")
 README = Path(__file__).resolve().parents[1] / "README.md"
 STATED = re.compile(r"mAP@\.5 (\d\.\d+) ± (\d\.\d+), mAP@\.5:\.95 (\d\.\d+) ± (\d\.\d+)")
 
 
 def _train(data, project, name, *extra):
-    args = [
-        "--data",
-        str(data),
-        "--cfg",
-        "yolov5n.yaml",
-        "--weights",
-        "",
-        "--img",
-        "64",
-        "--batch-size",
-        "4",
-        "--project",
-        str(project),
-        "--name",
-        name,
-        "--noautoanchor",
-        "--seed",
-        "3",
-        *extra,
-    ]
+    args = tiny_train_args(data, project, "--seed", "3", *extra, name=name)
     train.main(train.parse_opt(args))
     return project / name
 

@@ -15,29 +15,7 @@ from models.experimental import attempt_load
 from utils.checkpoints import load_checkpoint, save_checkpoint
 from utils.train_utils import RESULT_KEYS
 
-from conftest import ROOT, captured_log
-
-
-def _args(data, project, *extra):
-    return [
-        "--data",
-        str(data),
-        "--cfg",
-        "yolov5n.yaml",
-        "--weights",
-        "",
-        "--img",
-        "64",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--project",
-        str(project),
-        "--name",
-        "exp",
-        *extra,
-    ]
+from conftest import ROOT, captured_log, tiny_train_args
 
 
 def _epochs(results_csv):
@@ -46,7 +24,7 @@ def _epochs(results_csv):
 
 
 def test_train_writes_v61_outputs(tiny_data, tmp_path):
-    train.main(train.parse_opt(_args(tiny_data, tmp_path, "--epochs", "2", "--noautoanchor")))
+    train.main(train.parse_opt(tiny_train_args(tiny_data, tmp_path, "--epochs", "2", "--noautoanchor")))
     d = tmp_path / "exp"
     with open(d / "results.csv") as f:
         header = [h.strip() for h in next(csv.reader(f))]
@@ -88,7 +66,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_resume_after_sigkill(tiny_data, tmp_path):
-    cmd = [sys.executable, "train.py", *_args(tiny_data, tmp_path, "--epochs", "4", "--noautoanchor")]
+    cmd = [sys.executable, "train.py", *tiny_train_args(tiny_data, tmp_path, "--epochs", "4", "--noautoanchor")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "exp" / "weights" / "last.pt"
     deadline = time.time() + 240
@@ -116,7 +94,7 @@ def test_transfer_reports_counts(tiny_data, tmp_path, ref_weights):
         train.main(
             train.parse_opt(
                 [
-                    *_args(tiny_data, tmp_path, "--epochs", "1", "--noautoanchor", "--noval", "--nosave"),
+                    *tiny_train_args(tiny_data, tmp_path, "--epochs", "1", "--noautoanchor", "--noval", "--nosave"),
                     "--weights",
                     str(ref_weights),
                 ]
@@ -137,7 +115,7 @@ def test_ddp_two_gloo_processes(tiny_data, tmp_path):
         "--master_port",
         "29517",
         "train.py",
-        *_args(tiny_data, tmp_path, "--epochs", "1", "--device", "cpu", "--noautoanchor"),
+        *tiny_train_args(tiny_data, tmp_path, "--epochs", "1", "--device", "cpu", "--noautoanchor"),
     ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -9,32 +9,13 @@ import pytest
 import train
 from utils.checkpoints import load_checkpoint
 
-from conftest import ROOT, captured_log
+from conftest import ROOT, captured_log, tiny_train_args
 
 VARIANTS = sorted(p.name.replace("yolov5_", "yolov5n_") for p in (ROOT / "models").glob("yolov5_*.yaml"))
 
 
 def _train(data, project, *extra, cfg="yolov5n.yaml"):
-    args = [
-        "--data",
-        str(data),
-        "--cfg",
-        cfg,
-        "--weights",
-        "",
-        "--img",
-        "64",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--project",
-        str(project),
-        "--name",
-        "exp",
-        "--noautoanchor",
-        *extra,
-    ]
+    args = tiny_train_args(data, project, *extra, cfg=cfg)
     with captured_log() as lines:
         train.main(train.parse_opt(args))
     return lines
@@ -109,28 +90,7 @@ def test_one_epoch_per_variant(tiny_data, tmp_path, cfg):
 
 
 def _opt(data, project, *extra):
-    return train.parse_opt(
-        [
-            "--data",
-            str(data),
-            "--cfg",
-            "yolov5n.yaml",
-            "--weights",
-            "",
-            "--img",
-            "64",
-            "--batch-size",
-            "4",
-            "--workers",
-            "0",
-            "--project",
-            str(project),
-            "--name",
-            "exp",
-            "--noautoanchor",
-            *extra,
-        ]
-    )
+    return train.parse_opt(tiny_train_args(data, project, *extra))
 
 
 @pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--epochs", "0")])
