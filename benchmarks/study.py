@@ -17,7 +17,8 @@ Usage:
   trained with other settings is an error, so a table never mixes settings.
 - mAP of a run: its best epoch by fitness (0.1 mAP@.5 + 0.9 mAP@.5:.95) in results.csv, the epoch best.pt holds.
 - Table: mean +- sample std over seeds; the difference to the plain model of the same seed, averaged, with a 95%
-  Student-t interval over seeds (n - 1 degrees of freedom); '*' marks an interval that excludes 0.
+  Student-t interval over seeds (n - 1 degrees of freedom); '*' marks an interval that, printed to 3 decimals,
+  excludes 0.
   params, exact GFLOPs and latency (batch 1 at --img, fused model, median of --repeats) as in compare.py.
 - Device: --device '' trains on CUDA when available (then with --deterministic) and times latency there.
 Writes study.md, study.csv, runs.csv (one row per run) and study.png into --out.
@@ -251,6 +252,7 @@ def _diff_cell(r, name):
         return ""
     if math.isnan(lo):
         return f"{d:+.3f}"
+    lo, hi = round(lo, 3), round(hi, 3)  # '*' only where the printed interval excludes 0, not a 1e-4 offset
     return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}"
 
 

@@ -53,6 +53,8 @@ def test_difference_cell_marks_intervals_that_exclude_zero():
     assert study._diff_cell(row, "mAP@.5") == "+0.020 [+0.010, +0.030] *"
     row["mAP@.5 lo"] = -0.01
     assert study._diff_cell(row, "mAP@.5") == "+0.020 [-0.010, +0.030]"
+    row.update({"mAP@.5 diff": 0.00014, "mAP@.5 lo": 0.00013, "mAP@.5 hi": 0.00015})  # excludes 0 below print precision
+    assert study._diff_cell(row, "mAP@.5") == "+0.000 [+0.000, +0.000]"
 
 
 def test_run_state_new_interrupted_done(tmp_path):
