@@ -50,7 +50,16 @@ from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
-from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, channels_last, de_parallel, select_device  # noqa: E402
+from utils.torch_utils import (  # noqa: E402
+    LOCAL_RANK,
+    RANK,
+    WORLD_SIZE,
+    ModelEMA,
+    channels_last,
+    de_parallel,
+    keep_freed_memory,
+    select_device,
+)
 from utils.train_utils import (  # noqa: E402
     MAX_NONFINITE,
     EarlyStopping,
@@ -86,6 +95,7 @@ class Trainer:
         self.main = RANK in (-1, 0)
         self.plots = not opt.evolve
         init_seeds(opt.seed + 1 + RANK)
+        keep_freed_memory()
         self.data = check_dataset(opt.data) if self.main or RANK == -1 else None
         self.data = _broadcast(self.data)
         self.nc = 1 if opt.single_cls else int(self.data["nc"])

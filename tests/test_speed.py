@@ -1,5 +1,8 @@
-"""Speed levers keep numerics and file formats: channels_last weights, NCHW checkpoints, fused CL models."""
+"""Speed levers keep numerics and file formats (channels_last weights, NCHW checkpoints, fused CL models), and the
+glibc setting that reuses freed memory takes effect."""
 
+import subprocess
+import sys
 from copy import deepcopy
 
 import pytest
@@ -9,6 +12,8 @@ from benchmarks.compare import quiet_logging
 from models.yolo import Model
 from utils.torch_utils import ModelEMA, channels_last
 from utils.train_utils import smart_optimizer, training_checkpoint
+
+from conftest import ROOT
 
 CL = torch.channels_last
 
@@ -51,3 +56,29 @@ def test_training_checkpoint_stores_nchw_weights_for_v61(model):
     for key in ("model", "ema"):
         assert all(p.is_contiguous() for p in ckpt[key].parameters())
         assert all(v.dtype == torch.float16 for v in ckpt[key].state_dict().values() if v.is_floating_point())
+
+
+LARGE_TENSOR_REGION = """
+import torch
+from utils.torch_utils import keep_freed_memory
+
+def region(t):
+    p = t.data_ptr()
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if lo <= p < hi:
+            return fields[5] if len(fields) > 5 else "anonymous mmap"
+
+before = region(torch.empty(64 << 20, dtype=torch.uint8))
+applied = keep_freed_memory()
+print(before, applied, region(torch.empty(64 << 20, dtype=torch.uint8)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt and /proc/self/maps")
+def test_keep_freed_memory_serves_large_tensors_from_the_heap():
+    out = subprocess.run([sys.executable, "-c", LARGE_TENSOR_REGION], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    # a 64 MB tensor: by default its own fresh mmap (page faults on every use), then a reusable heap block
+    assert out.stdout.split() == ["anonymous", "mmap", "True", "[heap]"]
