@@ -5,6 +5,7 @@ Usage: python val.py --data raccoon.yaml --weights yolov5n.pt --img 640
 
 import argparse
 import json
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ from utils.general import (  # noqa: E402
 )
 from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions  # noqa: E402
 from utils.plots import output_to_target, plot_images, plot_val_study  # noqa: E402
-from utils.torch_utils import select_device, time_sync  # noqa: E402
+from utils.torch_utils import keep_freed_memory, select_device, time_sync  # noqa: E402
 
 STUDY_SIZES = range(256, 1536 + 128, 128)  # v6.1's --task study image sizes
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
@@ -189,6 +190,13 @@ class _Run:
         return predn
 
 
+def spare_core_workers(workers, device):
+    """Loader workers that do not take cores from inference: on CPU, at most the cores torch's threads leave."""
+    if device.type != "cpu":
+        return workers
+    return min(workers, max(0, (os.cpu_count() or 1) - torch.get_num_threads()))
+
+
 def _load_model(weights, device, imgsz, half, data):
     """DetectMultiBackend for any exported format; names from the model, else from --data."""
     model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
@@ -308,6 +316,8 @@ def run(
         model.half() if half else model.float()
     else:
         device = select_device(device, batch_size=batch_size)
+        keep_freed_memory()
+        workers = spare_core_workers(workers, device)
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         half &= device.type != "cpu"

@@ -13,7 +13,7 @@ import yaml
 from models.experimental import attempt_load
 from utils.downloads import attempt_download
 from utils.general import LOGGER
-from utils.torch_utils import channels_last, keep_freed_memory
+from utils.torch_utils import channels_last
 
 FORMATS = {  # name: (export.py --include, file suffix, runtime package)
     "PyTorch": ("-", ".pt", "torch"),
@@ -101,7 +101,6 @@ class DetectMultiBackend(nn.Module):
     def __init__(self, weights="yolov5s.pt", device=torch.device("cpu"), data=None, fp16=False, threads=None):
         """threads: CPU threads of ONNX Runtime / OpenVINO (None: the runtime's default; torch's is global)."""
         super().__init__()
-        keep_freed_memory()
         w = weights[0] if isinstance(weights, (list, tuple)) and len(weights) == 1 else weights
         if isinstance(w, (list, tuple)) and any(model_format(x) != "PyTorch" for x in w):
             raise BackendError(f"an ensemble of several --weights takes .pt files only, got {list(map(str, w))}")

@@ -6,6 +6,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import val
 
@@ -116,3 +117,12 @@ def test_speed_task_runs(tmp_path):
     (p, r, map50, map_, *_), _, speed = _validate(tmp_path, imgsz=64, task="speed", plots=False)[0]
     assert len(speed) == 3 and all(t > 0 for t in speed)
     assert 0 <= map50 <= 1 and 0 <= map_ <= map50
+
+
+def test_val_loader_workers_leave_inference_its_cores(monkeypatch):
+    monkeypatch.setattr(val.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(val.torch, "get_num_threads", lambda: 12)
+    assert val.spare_core_workers(8, torch.device("cpu")) == 4
+    monkeypatch.setattr(val.torch, "get_num_threads", lambda: 16)
+    assert val.spare_core_workers(8, torch.device("cpu")) == 0  # all cores infer: load in-process
+    assert val.spare_core_workers(8, torch.device("meta")) == 8  # not a CPU: workers as asked

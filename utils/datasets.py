@@ -386,12 +386,17 @@ class LoadImagesAndLabels(Dataset):
         return len(self.img_files)
 
     def set_epoch(self, epoch):
-        """Draw this epoch's augmentations (call before iterating; workers are forked after it)."""
+        """Draw this epoch's augmentations when indexed by a plain index (a loader's EpochSampler sends the epoch)."""
         self.epoch = epoch
 
     def __getitem__(self, index):
-        """(uint8 CHW RGB tensor, (n, 6) [0, cls, x, y, w, h] labels, path, shapes or None for mosaics)."""
-        rng = seeded_rng(self.seed, AUGMENT, self.epoch, index)  # same draws whatever worker loads it
+        """(uint8 CHW RGB tensor, (n, 6) [0, cls, x, y, w, h] labels, path, shapes or None for mosaics).
+
+        index: a sample index, or (epoch, index) from EpochSampler, which persistent workers need: their copy of
+        the dataset keeps the epoch it had when they were started.
+        """
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        rng = seeded_rng(self.seed, AUGMENT, epoch, index)  # same draws whatever worker loads it
         index = self.indices[index]  # image_weights: train.py resamples self.indices each epoch
         hyp = self.hyp
         if self.augment and hyp is None:
@@ -547,8 +552,8 @@ def create_dataloader(
         sampler=sampler,
         pin_memory=torch.cuda.is_available(),
         collate_fn=dataset.collate_fn,
-        persistent_workers=nw > 0 and not augment,
-    )  # augment: workers must see each new epoch
+        persistent_workers=nw > 0 and not image_weights,  # image weights: workers must see each epoch's indices
+    )  # kept workers: a fork per epoch would copy-on-write-fault all the memory the trainer reuses
     return loader, dataset
 
 
@@ -563,11 +568,18 @@ def check_label_classes(dataset, nc, data=""):
             )
 
 
+class EpochSampler(DistributedSampler):
+    """DistributedSampler whose items are (epoch, index): each sample's augmentation follows the sampler's epoch."""
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in super().__iter__())
+
+
 def epoch_sampler(dataset, rank, shuffle, seed):
     """Batch order as a function of (seed, epoch) via set_epoch, one shard per DDP rank (a single one without DDP)."""
     if rank == -1:
-        return DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
-    return DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+        return EpochSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
+    return EpochSampler(dataset, shuffle=shuffle, seed=seed)
 
 
 def set_loader_epoch(loader, epoch):
