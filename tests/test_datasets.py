@@ -441,3 +441,17 @@ def test_oriented_images_train_val_and_detect_with_their_labels(tmp_path, ext, m
             assert inside.mean() > 120, f"{path}: the label box does not cover the bright box"
     for path, _, im0, _, _ in LoadImages(str(tmp_path / "images" / "train"), img_size=64):
         assert im0.shape[:2] == (40, 60) and int(im0[-1, -1, 0]) > int(im0[0, -1, 0]) + 15, path  # the marked corner
+
+
+def test_small_training_sets_are_decoded_once_into_ram(tiny, logs, monkeypatch):
+    path = str(tiny / "images" / "train")
+    ds = LoadImagesAndLabels(path, img_size=96, augment=True, hyp=HYP)
+    assert all(im is not None for im in ds.ims) and ds.cache_mode == "ram"
+    assert ds.resized_bytes() == sum(im.nbytes for im in ds.ims)  # the estimate is what the cache holds
+    assert any("fit in RAM: cached" in m for m in logs)
+    fresh = LoadImagesAndLabels(path, img_size=96, augment=True, hyp=HYP, cache_images="disk")
+    cached_sample, read_sample = ds[(1, 2)], fresh[(1, 2)]
+    assert torch.equal(cached_sample[0], read_sample[0]) and torch.equal(cached_sample[1], read_sample[1])
+    assert all(im is None for im in LoadImagesAndLabels(path, img_size=96).ims)  # val sets are read as they come
+    monkeypatch.setattr("utils.datasets.available_ram", lambda: ds.resized_bytes() * 9)  # 10% of it is too little
+    assert all(im is None for im in LoadImagesAndLabels(path, img_size=96, augment=True, hyp=HYP).ims)

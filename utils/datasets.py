@@ -34,6 +34,7 @@ from utils.sources import (  # noqa: F401 (re-export)
 CACHE_VERSION = 2  # 2: per-image EXIF orientation and repaired-JPEG path
 COORD_TOL = 1e-3  # normalised coordinates may overshoot [0, 1] by this much (rounding); they are clipped
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
+AUTO_CACHE_SHARE = 0.1  # training images are decoded once, into RAM, when they take at most this share of free RAM
 
 
 def writable(path):
@@ -290,6 +291,14 @@ class LoadImagesAndLabels(Dataset):
         self.cache_mode = None
         if cache_images:
             self._cache_images("disk" if cache_images == "disk" else "ram", prefix)
+        elif self.augment and self.resized_bytes() <= AUTO_CACHE_SHARE * available_ram():
+            LOGGER.info(f"{prefix}{self.resized_bytes() / 1e9:.2f} GB of resized images fit in RAM: cached")
+            self._cache_images("ram", prefix)
+
+    def resized_bytes(self):
+        """RAM that load_image's output of every image takes (long side img_size, 3 uint8 channels)."""
+        wh = self.shapes * (self.img_size / self.shapes.max(1, initial=1))[:, None]
+        return int(np.maximum(wh.astype(int), 1).prod(1).sum() * 3)
 
     def _rect_batches(self, batch_size, pad):
         """Sort images by aspect ratio and give each batch the smallest stride-multiple shape that fits."""
@@ -573,6 +582,15 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self):
         return ((self.epoch, i) for i in super().__iter__())
+
+
+def available_ram():
+    """Bytes of memory available to new allocations (Linux MemAvailable; 0 where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def epoch_sampler(dataset, rank, shuffle, seed):
