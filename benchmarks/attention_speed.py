@@ -6,7 +6,7 @@ Usage:
 
 Channels are the yolov5 P3/P4/P5 widths (256/512/1024 at l) times the --scale width multiple. Every zoo block in
 models/registry.py runs; conv replacements (SCConv, SplitAttn, DynamicConv) run as 3x3, stride 1, c -> c. Peak memory
-is the extra CUDA memory allocated on a GPU, or on CPU the extra peak resident memory of a forked process that runs
+is the extra CUDA memory allocated on a GPU, or on CPU the extra peak resident memory of a spawned process that runs
 only that block (Linux). GFLOP/s is the block's exact forward+backward FLOP count (torch.utils.flop_counter: convs,
 matmuls, bmm) over its time; the line above the table gives a plain 3x3 conv's (c -> c, SiLU) at the same maps,
 the rate the CPU/GPU reaches on the arithmetic YOLOv5 is made of.
@@ -123,10 +123,13 @@ def _child(conn, args):
 
 
 def measure(name, c, hw, opt):
-    """time_and_memory in a fresh forked process on CPU (its peak RSS is this block's alone), in place on CUDA."""
+    """time_and_memory in a fresh process on CPU (its peak RSS is this block's alone), in place on CUDA.
+
+    The process is spawned, not forked: a fork after this process ran OpenMP work (the FLOP counts) can hang.
+    """
     if torch.device(opt.device).type == "cuda":
         return time_and_memory(name, c, hw, opt)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_child, args=(child, (name, c, hw, opt)))
     p.start()
@@ -174,7 +177,7 @@ def run(opt):
 def main(argv=None):
     opt = parse_opt(argv)
     if torch.device(opt.device).type == "cpu" and not sys.platform.startswith("linux"):
-        sys.exit("attention_speed.py: CPU memory is measured with fork and /proc (Linux only); use --device cuda")
+        sys.exit("attention_speed.py: CPU memory is measured with /proc (Linux only); use --device cuda")
     channels = [make_divisible(c * SCALES[opt.scale][1], 8) for _, _, c in LEVELS]
     print(
         f"img {opt.img}, scale {opt.scale} (channels {channels}), batch {opt.batch_size}, device {opt.device}, "
