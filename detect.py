@@ -252,8 +252,8 @@ def run(
     if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
         source = download_url(source)
     device = select_device(device)
-    half &= device.type != "cpu"
     model, stride, names = load_model(weights, device, half, data=data)
+    half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
     view_img = check_imshow() if (view_img or webcam) else False
@@ -341,7 +341,7 @@ def parse_opt(argv=None):
     parser.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
-    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    parser.add_argument("--half", action="store_true", help="FP16 inference on CUDA; bfloat16 autocast on CPU (.pt)")
     opt = parser.parse_args(argv)
     opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     print_args(Path(__file__).stem, opt)

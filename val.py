@@ -300,7 +300,7 @@ def run(
     project=ROOT / "runs/val",
     name="exp",
     exist_ok=False,
-    half=True,
+    half=None,
     model=None,
     dataloader=None,
     save_dir=Path(""),
@@ -312,7 +312,7 @@ def run(
     training = model is not None
     if training:
         device = next(model.parameters()).device
-        half &= device.type != "cpu"
+        half = half is not False and device.type != "cpu"  # None: FP16 on CUDA, as v6.1
         model.half() if half else model.float()
     else:
         device = select_device(device, batch_size=batch_size)
@@ -320,8 +320,9 @@ def run(
         workers = spare_core_workers(workers, device)
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        half &= device.type != "cpu"
+        half = device.type != "cpu" if half is None else half  # None: FP16 on CUDA, as v6.1's default
         model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data)
+        half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
         if not model.dynamic:
             batch_size = 1
             LOGGER.info(
@@ -425,7 +426,7 @@ def parse_opt(argv=None):
     parser.add_argument("--project", default=ROOT / "runs/val", help="save to project/name")
     parser.add_argument("--name", default="exp", help="save to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    parser.add_argument("--half", action="store_true", help="FP16 inference on CUDA; bfloat16 autocast on CPU (.pt)")
     opt = parser.parse_args(argv)
     opt.data = check_yaml(opt.data)
     opt.save_json |= str(opt.data).endswith("coco.yaml")
@@ -444,7 +445,7 @@ def main(opt):
             LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives invalid mAP values.")
         return run(**vars(opt))
     weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
-    opt.conf_thres, opt.iou_thres, opt.save_json, opt.half = 0.25, 0.45, False, True
+    opt.conf_thres, opt.iou_thres, opt.save_json, opt.half = 0.25, 0.45, False, opt.half or None  # None: FP16 on CUDA
     return [run(**{**vars(opt), "weights": w}, plots=False) for w in weights]
 
 

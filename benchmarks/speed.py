@@ -58,7 +58,7 @@ def parse_opt(argv=None):
     p.add_argument("--source", help="detect.py --source (default: the dataset's val images)")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers, as train.py/val.py take it")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
-    p.add_argument("--half", action="store_true", help="FP16 val/detect (CUDA only)")
+    p.add_argument("--half", action="store_true", help="--half for val/detect: FP16 on CUDA, bfloat16 autocast on CPU")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default torch's)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per phase (epochs for train)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per phase first")

@@ -13,7 +13,7 @@ import yaml
 from models.experimental import attempt_load
 from utils.downloads import attempt_download
 from utils.general import LOGGER
-from utils.torch_utils import channels_last
+from utils.torch_utils import channels_last, cpu_has_bf16
 
 FORMATS = {  # name: (export.py --include, file suffix, runtime package)
     "PyTorch": ("-", ".pt", "torch"),
@@ -105,11 +105,13 @@ class DetectMultiBackend(nn.Module):
         if isinstance(w, (list, tuple)) and any(model_format(x) != "PyTorch" for x in w):
             raise BackendError(f"an ensemble of several --weights takes .pt files only, got {list(map(str, w))}")
         self.format = "PyTorch" if isinstance(w, (list, tuple)) else model_format(w)
-        self.device, self.fp16 = torch.device(device), fp16
+        self.device = torch.device(device)
         self.pt, self.jit = self.format == "PyTorch", self.format == "TorchScript"
+        self.bf16 = _cpu_half(fp16, self.device, self.format)
+        self.fp16 = fp16 and self.device.type != "cpu"
         self.onnx, self.xml = self.format == "ONNX", self.format == "OpenVINO"
         loader = {"PyTorch": _load_pt, "TorchScript": _load_torchscript, "ONNX": _load_onnx, "OpenVINO": _load_openvino}
-        runner, meta = loader[self.format](w, self.device, fp16, threads)
+        runner, meta = loader[self.format](w, self.device, self.fp16, threads)
         self.model = runner if isinstance(runner, nn.Module) else None  # the torch module (.pt, TorchScript)
         self.runner = None if self.model is not None else runner  # numpy in, numpy out (ONNX, OpenVINO)
         self.stride = max(int(meta.get("stride", 32)), 32)
@@ -122,7 +124,8 @@ class DetectMultiBackend(nn.Module):
         """(decoded predictions (b, n, 5 + nc), raw maps or None), like Model.forward in eval mode."""
         if self.pt:
             kwargs = {k: v for k, v in (("augment", augment), ("visualize", visualize)) if v}
-            return self.model(im.half() if self.fp16 else im, **kwargs)
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+                return self.model(im.half() if self.fp16 else im, **kwargs)
         if augment or visualize:
             raise BackendError(f"{self.weights}: --augment and --visualize need the PyTorch .pt model")
         self._check_shape(im)
@@ -143,6 +146,18 @@ class DetectMultiBackend(nn.Module):
         """One forward on zeros (CUDA kernels, runtime graph compilation) before timing."""
         shape = list(self.input_shape or imgsz)
         self.forward(torch.zeros(*shape, device=self.device, dtype=torch.half if self.fp16 and self.pt else None))
+
+
+def _cpu_half(half, device, fmt):
+    """--half on CPU: bfloat16 autocast for .pt models (True), with what it does and costs said once."""
+    if not half or device.type != "cpu":
+        return False
+    if fmt != "PyTorch":
+        LOGGER.warning(f"WARNING: --half on CPU applies to .pt models only (bfloat16 autocast); {fmt} runs float32")
+        return False
+    native = "" if cpu_has_bf16() else " (this CPU has no native bfloat16: emulated, slower than float32)"
+    LOGGER.info(f"--half on CPU: bfloat16 autocast, head and box decoding in float32; mAP may differ slightly{native}")
+    return True
 
 
 def _load_pt(w, device, fp16, threads):

@@ -48,6 +48,9 @@ class Detect(nn.Module):
         self.inplace = inplace
 
     def forward(self, x):
+        if torch.is_autocast_enabled("cpu"):  # --half on CPU: bf16 trunk, float32 head and box decoding
+            with torch.autocast("cpu", enabled=False):
+                return self.forward([t.float() for t in x])
         z = []
         for i in range(self.nl):
             x[i] = self.m[i](x[i])

@@ -12,7 +12,7 @@ import val
 
 import conftest
 from conftest import RACCOON_VAL as VAL_DIR
-from conftest import WEIGHTS
+from conftest import WEIGHTS, captured_log
 
 
 def _validate(save_dir, **kwargs):
@@ -126,3 +126,12 @@ def test_val_loader_workers_leave_inference_its_cores(monkeypatch):
     monkeypatch.setattr(val.torch, "get_num_threads", lambda: 16)
     assert val.spare_core_workers(8, torch.device("cpu")) == 0  # all cores infer: load in-process
     assert val.spare_core_workers(8, torch.device("meta")) == 8  # not a CPU: workers as asked
+
+
+def test_half_on_cpu_is_bf16_autocast_close_to_float32(val320, tmp_path):
+    (p, r, map50, map_, *_), _, _ = val320[0]
+    with captured_log() as log:
+        (hp, hr, hmap50, hmap, *_), _, _ = _validate(tmp_path, imgsz=320, half=True, plots=False)[0]
+    assert any("--half on CPU: bfloat16 autocast" in line for line in log)
+    assert (hp, hr, hmap50, hmap) != (p, r, map50, map_)  # bf16 really ran
+    assert abs(hmap50 - map50) < 0.01 and abs(hmap - map_) < 0.01  # measured: -0.0016, +0.0058

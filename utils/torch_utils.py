@@ -108,6 +108,17 @@ def channels_last(model):
 
 
 @functools.cache
+def cpu_has_bf16():
+    """True when the CPU computes bfloat16 natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo, Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.cache
 def keep_freed_memory():
     """Make glibc keep freed memory for reuse, so large tensors come from the heap instead of fresh kernel pages.
 
