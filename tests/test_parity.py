@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -56,14 +57,34 @@ def test_lr_columns_equal_v61_raccoon_3_epochs():
     assert trainer.optimizer.param_groups[0]["momentum"] == pytest.approx(0.8 + 29 / 1000 * (0.937 - 0.8))
 
 
+def _raccoon_160(root):
+    """A 160-image train split like raccoon's (10 batches of 16) from the 40 val images, each under 4 names."""
+    val = conftest.RACCOON_YAML.parent / "raccoon"
+    for split in ("images", "labels"):
+        (root / split).mkdir(parents=True)
+    for im in sorted((val / "images" / "val").glob("*.jpg")):
+        label = (val / "labels" / "val" / im.name).with_suffix(".txt")
+        for k in range(4):
+            shutil.copy(im, root / "images" / f"{im.stem}_{k}.jpg")
+            shutil.copy(label, root / "labels" / f"{im.stem}_{k}.txt")
+    data = root / "raccoon160.yaml"
+    data.write_text(
+        yaml.safe_dump(
+            {"train": str(root / "images"), "val": str(val / "images" / "val"), "nc": 1, "names": ["raccoon"]}
+        )
+    )
+    return data
+
+
 @pytest.mark.slow
 def test_raccoon_finetune_logs_v61_lrs(tmp_path, ref_weights):
-    """The real 3-epoch fine-tune writes v6.1's x/lr0..2 to results.csv."""
+    """The real 3-epoch fine-tune on 160 images writes v6.1's x/lr0..2 to results.csv."""
+    data = _raccoon_160(tmp_path / "raccoon160")
     train.main(
         train.parse_opt(
             [
                 "--data",
-                str(conftest.RACCOON_YAML),
+                str(data),
                 "--cfg",
                 "yolov5n.yaml",
                 "--weights",
