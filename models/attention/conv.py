@@ -68,7 +68,8 @@ class SCConv(nn.Module):
 
     def calibrate(self, x):
         """sigmoid(x + up(K2(avgpool_r(x)))) * K3(x): K3 responses gated by a coarse, wider view of x."""
-        window = (min(self.pool_rate, x.shape[2]), min(self.pool_rate, x.shape[3]))
+        # ints: an export traces the window as constants (pool_rate on any map of at least pool_rate pixels)
+        window = (min(self.pool_rate, int(x.shape[2])), min(self.pool_rate, int(x.shape[3])))
         coarse = self.k2(F.avg_pool2d(x, window, window))
         return torch.sigmoid(x + F.interpolate(coarse, size=x.shape[2:], mode="nearest")) * self.k3(x)
 
