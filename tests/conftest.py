@@ -14,6 +14,10 @@ SHARED = ROOT / "tests" / "data"  # mirrors the layout of ../shared; tests/data/
 REFERENCE = SHARED / "reference"
 WEIGHTS = REFERENCE / "raccoon_yolov5n_best.pt"
 RACCOON_VAL = SHARED / "data" / "raccoon" / "images" / "val"  # read only: nothing may write under tests/data
+V61_RESULTS_HEADER = (  # results.csv columns as v6.1 writes them
+    "epoch train/box_loss train/obj_loss train/cls_loss metrics/precision metrics/recall metrics/mAP_0.5 "
+    "metrics/mAP_0.5:0.95 val/box_loss val/obj_loss val/cls_loss x/lr0 x/lr1 x/lr2"
+).split()
 RACCOON_YAML = None  # a private copy of the raccoon split per session (val.py writes a label cache beside the labels)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

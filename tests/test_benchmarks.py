@@ -10,25 +10,9 @@ from benchmarks import compare, speed, train_speed
 from models.yolo import Model
 from utils.torch_utils import exact_flops, legacy_gflops
 
-from conftest import ROOT, captured_log
+from conftest import ROOT, V61_RESULTS_HEADER, captured_log
 
 MODELS = ROOT / "models"
-RESULTS_HEAD = [
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
-]
 
 
 def _fake_run(root, name, cfg, maps=None):
@@ -37,7 +21,7 @@ def _fake_run(root, name, cfg, maps=None):
     d.mkdir(parents=True)
     (d / "opt.yaml").write_text(yaml.safe_dump({"weights": "", "cfg": cfg, "epochs": len(maps or [])}))
     if maps is not None:
-        lines = [",".join("%20s" % k for k in RESULTS_HEAD)]
+        lines = [",".join("%20s" % k for k in V61_RESULTS_HEADER)]
         for e, (m50, m) in enumerate(maps):
             lines.append(",".join("%20s" % v for v in [e, 0.1, 0.05, 0.02, 0.5, 0.4, m50, m, 0.1, 0.05, 0.02, 0, 0, 0]))
         (d / "results.csv").write_text("\n".join(lines) + "\n")

@@ -17,22 +17,7 @@ from utils.plots import (
     save_one_box,
 )
 
-RESULTS_HEADER = [
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
-]
+from conftest import V61_RESULTS_HEADER
 
 
 def _image_shape(path):
@@ -142,7 +127,7 @@ def test_plot_labels_writes_both_figures(tmp_path):
 
 def test_plot_results_from_padded_csv(tmp_path):
     file = tmp_path / "results.csv"
-    rows = [",".join(f"{k:>20s}" for k in RESULTS_HEADER)]
+    rows = [",".join(f"{k:>20s}" for k in V61_RESULTS_HEADER)]
     rows += [",".join(f"{v:>20.5g}" for v in [e] + [0.1 * (e + 1)] * 13) for e in range(3)]
     file.write_text("\n".join(rows) + "\n")
     plot_results(file)

@@ -291,8 +291,8 @@ class LoadImagesAndLabels(Dataset):
         self.cache_mode = None
         if cache_images:
             self._cache_images("disk" if cache_images == "disk" else "ram", prefix)
-        elif self.augment and self.resized_bytes() <= AUTO_CACHE_SHARE * available_ram():
-            LOGGER.info(f"{prefix}{self.resized_bytes() / 1e9:.2f} GB of resized images fit in RAM: cached")
+        elif self.augment and (size := self.resized_bytes()) <= AUTO_CACHE_SHARE * available_ram():
+            LOGGER.info(f"{prefix}{size / 1e9:.2f} GB of resized images fit in RAM: cached")
             self._cache_images("ram", prefix)
 
     def resized_bytes(self):
