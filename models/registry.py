@@ -1,12 +1,19 @@
 """The registry of every module a model yaml may name; blocks register themselves where they are defined.
 
-A class joins with `@register("SE", "SElayer", channels=Channels.KEEP)`: its yaml name, then aliases, then the rule
-by which `parse_model` feeds it channels. This module knows no block; everything else (parse_model, the
-`models.common` re-exports, tests, benchmarks, the README zoo table) reads `REGISTRY`.
+A class joins with `@register("SE", "SElayer", channels=Channels.KEEP, placement=BEFORE_SPPF)`: its yaml name, then
+aliases, the rule by which `parse_model` feeds it channels, its default place in a model (`models/placement.py`) and,
+when its ops need more than export.py's default, the lowest ONNX opset. This module knows no block: the first read of
+`REGISTRY` imports every module under `models/attention/` (and the v6.1 modules), so a new block file needs no import
+line anywhere; everything else (parse_model, `build_block`, the `models.common` re-exports, tests, benchmarks, the
+variant yamls and the README zoo table) reads `REGISTRY`.
 """
 
-from dataclasses import dataclass
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 
 class Channels(Enum):
@@ -32,6 +39,9 @@ class Entry:
     channels: Channels
     name: str
     aliases: tuple = ()
+    placement: object = None  # a models.placement.Placement: where the block's variant yaml puts it
+    opset: int = None  # the lowest ONNX opset its ops need, when above export.py's default
+    kwargs: dict = field(default_factory=dict)  # bound constructor keywords (the block inside a C3 variant)
 
     @property
     def is_attention(self):
@@ -43,10 +53,65 @@ class RegistryError(ValueError):
     """A name registered twice, or a registration without a channel rule."""
 
 
-REGISTRY = {}  # yaml name or alias -> Entry
+LOCATIONS = ("models.common", "models.experimental", "models.yolo", "models.attention")  # imported on first read
+C3_PREFIX = "C3"  # `C3SE`: a C3 whose bottlenecks each hold an SE block (models.common.C3Attention)
 
 
-def add(cls, name, *aliases, channels):
+class Registry(Mapping):
+    """yaml name or alias -> Entry; reading it imports the modules of LOCATIONS (packages: every module under them)."""
+
+    def __init__(self, locations):
+        self._entries, self._locations, self._state = {}, locations, "unloaded"
+
+    def _load(self):
+        if self._state != "unloaded":
+            return  # loaded, or loading: a module read the registry while being imported
+        self._state = "loading"
+        for location in self._locations:
+            module = importlib.import_module(location)
+            if hasattr(module, "__path__"):
+                for info in sorted(pkgutil.iter_modules([str(Path(p)) for p in module.__path__]), key=lambda i: i.name):
+                    importlib.import_module(f"{location}.{info.name}")
+        self._state = "loaded"
+
+    def add(self, entry):
+        for n in (entry.name, *entry.aliases):
+            if n in self._entries:
+                taken = self._entries[n].cls
+                raise RegistryError(f"'{n}' is already registered to {taken.__module__}.{taken.__qualname__}")
+        for n in (entry.name, *entry.aliases):
+            self._entries[n] = entry
+
+    def __getitem__(self, name):
+        self._load()
+        if name in self._entries:
+            return self._entries[name]
+        entry = self._c3_variant(name)
+        if entry is None:
+            raise KeyError(name)
+        return entry
+
+    def _c3_variant(self, name):
+        """`C3SE`: C3 with the channel-keeping block SE in every bottleneck; None when `name` is not such a name."""
+        block = self._entries.get(name[len(C3_PREFIX) :]) if name.startswith(C3_PREFIX) else None
+        host = self._entries.get("C3Attention")
+        if block is None or host is None or block.channels is not Channels.KEEP or not block.is_attention:
+            return None
+        return Entry(host.cls, host.channels, name, kwargs={"block": block.name})
+
+    def __iter__(self):
+        self._load()
+        return iter(self._entries)
+
+    def __len__(self):
+        self._load()
+        return len(self._entries)
+
+
+REGISTRY = Registry(LOCATIONS)
+
+
+def add(cls, name, *aliases, channels, placement=None, opset=None):
     """Register `cls` under `name` and `aliases` with a `Channels` rule; a name taken already is an error.
 
     Classes of a module run as a script (`python models/yolo.py`) are left out: the package module registers them.
@@ -55,21 +120,15 @@ def add(cls, name, *aliases, channels):
         return cls
     if not isinstance(channels, Channels):
         raise RegistryError(f"register {name}: channels must be a Channels rule, got {channels!r}")
-    entry = Entry(cls, channels, name, tuple(aliases))
-    for n in (name, *aliases):
-        if n in REGISTRY:
-            taken = REGISTRY[n].cls
-            raise RegistryError(f"'{n}' is already registered to {taken.__module__}.{taken.__qualname__}")
-    for n in (name, *aliases):
-        REGISTRY[n] = entry
+    REGISTRY.add(Entry(cls, channels, name, tuple(aliases), placement, opset))
     return cls
 
 
-def register(name, *aliases, channels):
+def register(name, *aliases, channels, placement=None, opset=None):
     """Class decorator: `@register("SE", "SElayer", channels=Channels.KEEP)` makes the class a yaml module."""
 
     def decorate(cls):
-        return add(cls, name, *aliases, channels=channels)
+        return add(cls, name, *aliases, channels=channels, placement=placement, opset=opset)
 
     return decorate
 
@@ -78,3 +137,9 @@ def entries(attention=None):
     """Each registered module once (aliases folded), in registration order; `attention` filters the zoo."""
     unique = {e.name: e for e in REGISTRY.values()}
     return [e for e in unique.values() if attention is None or e.is_attention == attention]
+
+
+def build_block(name, c1, c2=None, **kwargs):
+    """The one factory: block `name` (yaml name or alias) for c1 input channels; c2 defaults to c1."""
+    entry = REGISTRY[name]
+    return entry.cls(c1, c1 if c2 is None else c2, **{**entry.kwargs, **kwargs})
