@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
 
 from models.autoshape import AutoShape  # noqa: E402
 from models.backends import DetectMultiBackend  # noqa: E402
+from models.variants import variant_entries  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.downloads import attempt_download  # noqa: E402
@@ -28,7 +29,7 @@ from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
 dependencies = ["torch", "yaml", "cv2", "PIL", "numpy"]  # what torch.hub checks before loading
 SIZES = "nsmlx"
-VARIANTS = sorted(p.stem[len("yolov5_") :] for p in (ROOT / "models").glob("yolov5_*.yaml"))
+VARIANTS = [e.name for e in variant_entries()]  # the registry is the list
 
 
 def _pretrained_into(model, weights, classes):

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn as nn
 
-from models.registry import REGISTRY, Channels, add, register
+from models.registry import REGISTRY, Channels, add, build_block, register
 
 # torch.nn modules that v6.1 yamls name directly
 add(nn.Upsample, "nn.Upsample", channels=Channels.SAME)
@@ -102,6 +102,34 @@ class C3(nn.Module):
 
     def forward(self, x):
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class AttentionBottleneck(Bottleneck):
+    """Bottleneck with a channel-keeping attention block on its 3x3 output, before the residual add (SE-ResNet)."""
+
+    def __init__(self, c1, c2, shortcut=True, g=1, e=0.5, block="SE"):
+        super().__init__(c1, c2, shortcut, g, e)
+        self.attention = build_block(block, c2)
+
+    def forward(self, x):
+        y = self.attention(self.cv2(self.cv1(x)))
+        return x + y if self.add else y
+
+
+@register("C3Attention", channels=Channels.REPEAT)
+class C3Attention(C3):
+    """C3 whose bottlenecks each hold an attention block (the yaml name `C3SE` builds it with block='SE')."""
+
+    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5, block="SE"):
+        self.block = block
+        super().__init__(c1, c2, n, shortcut, g, e)
+
+    def inner_stack(self, c_, n, shortcut, g):
+        return nn.Sequential(*(AttentionBottleneck(c_, c_, shortcut, g, 1.0, self.block) for _ in range(n)))
+
+    def state_from(self, src_name, tensors):
+        """A C3's tensors, all of which this module has under the same names (the blocks inside start new)."""
+        return dict(tensors) if src_name == "C3" else {}
 
 
 def _check_pool_kernels(k):

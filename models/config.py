@@ -5,17 +5,14 @@ from pathlib import Path
 
 import yaml
 
-from models.rebase import VARIANT_LAYOUT, VariantError, variant_on_base
+from models.errors import ModelConfigError
+from models.rebase import VariantError, compose_variant
 
 MODELS_DIR = Path(__file__).resolve().parent
 
 # depth_multiple, width_multiple of the five YOLOv5 sizes
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
-
-
-class ModelConfigError(ValueError):
-    """A model yaml that cannot be built; the message names the file, and the layer when there is one."""
 
 
 def load_model_yaml(cfg):
@@ -46,17 +43,15 @@ def _load_named(cfg, name):
 
 
 def _variant_on_other_base(cfg, name):
-    """'yolov5s6_SE.yaml': the edits of models/yolov5_SE.yaml replayed on yolov5s6.yaml; None if no such pair."""
+    """'yolov5s6_SE.yaml', 'yolov5n_C3CBAM.yaml': the block's declared placement on the base; None if no such pair."""
     m = re.fullmatch(r"(.+)_([^_]+)(\.ya?ml)", name)
     base = m and _find(Path(cfg).with_name(m.group(1) + m.group(3)))
-    variant = m and _find(Path(f"yolov5_{m.group(2)}{m.group(3)}"))
-    if not (base and variant):
+    if not base:
         return None
-    layout = _read_yaml(MODELS_DIR / VARIANT_LAYOUT, VARIANT_LAYOUT)
     try:
-        return variant_on_base(layout, _read_yaml(variant, variant.name), _read_yaml(base, base.name), base.name)
+        return compose_variant(_read_yaml(base, base.name), base.name, m.group(2))
     except VariantError as e:
-        raise ModelConfigError(f"{name}: cannot put the {variant.name} block(s) on {base.name}: {e}") from None
+        raise ModelConfigError(f"{name}: cannot put {m.group(2)} on {base.name}: {e}") from None
 
 
 def resolve_cfg(cfg):

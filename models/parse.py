@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from models.config import ModelConfigError
+from models.errors import ModelConfigError
 from models.registry import REGISTRY
 from utils.general import LOGGER, make_divisible
 
@@ -30,24 +30,37 @@ class _Layer:
 def parse_model(d, ch, source="model.yaml"):
     """Build the layers of model dict `d` for input channels `ch` ([3]); return (nn.Sequential, save list)."""
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    layers, save = [], []
+    for layer, entry, _, args, n in planned_layers(d, ch, source):
+        m_ = _construct(entry, args, n, layer, source)
+        _annotate(m_, layer, args, entry.cls)
+        save.extend(x % layer.i for x in ([layer.f] if isinstance(layer.f, int) else layer.f) if x != -1)
+        layers.append(m_)
+    return nn.Sequential(*layers), sorted(save)
+
+
+def planned_layers(d, ch, source="model.yaml"):
+    """Yield (layer, registry entry, output channels, constructor args, repeats) per row, by the channel rules."""
     anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     ctx = {"nc": nc, "anchors": anchors, "gw": gw, "no": na * (nc + 5)}
-    layers, save, c2 = [], [], ch[-1]
+    ch = list(ch)
     for i, row in enumerate(d["backbone"] + d["head"]):
         layer = _read_row(i, row, source)
         entry = _lookup(REGISTRY, layer, source)
         _check_from(layer, source)
         layer.n = max(round(layer.n * gd), 1) if layer.n > 1 else layer.n
         c2, args, n = _RULES[entry.channels.value](layer, ch, ctx, source)
-        m_ = _construct(entry.cls, args, n, layer, source)
-        _annotate(m_, layer, args, entry.cls)
-        save.extend(x % i for x in ([layer.f] if isinstance(layer.f, int) else layer.f) if x != -1)
-        layers.append(m_)
+        yield layer, entry, c2, args, n
         if i == 0:
             ch = []
         ch.append(c2)
-    return nn.Sequential(*layers), sorted(save)
+
+
+def layer_widths(d, source="model.yaml"):
+    """Unscaled output channels of each row of model dict d (None for Detect), as parse_model would build them."""
+    unscaled = dict(d, depth_multiple=1.0, width_multiple=1.0)
+    return [c2 for _, _, c2, _, _ in planned_layers(unscaled, [3], source)]
 
 
 def _read_row(i, row, source):
@@ -195,16 +208,17 @@ _RULES = {
 }
 
 
-def _construct(cls, args, n, layer, source):
+def _construct(entry, args, n, layer, source):
+    cls, kwargs = entry.cls, entry.kwargs
     try:
-        inspect.signature(cls).bind(*args)
+        inspect.signature(cls).bind(*args, **kwargs)
     except TypeError:
         expected = f"{cls.__name__}{inspect.signature(cls)}"
         raise layer.error(source, f"wrong number of arguments {args} for {expected}") from None
     except ValueError:
         pass  # builtins without a Python signature: let the constructor decide
     try:
-        return nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+        return nn.Sequential(*(cls(*args, **kwargs) for _ in range(n))) if n > 1 else cls(*args, **kwargs)
     except (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError) as e:
         raise layer.error(source, f"{cls.__name__}{tuple(args)} cannot be built: {e}") from e
 

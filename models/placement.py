@@ -62,7 +62,8 @@ DETECT_INPUTS = Placement(
 )
 AFTER_FIRST_C3 = Placement("after the backbone's first C3 (P2)", landmarks=(Landmark("backbone", "C3", 0),))
 AFTER_LAST_TWO_C3 = Placement(
-    "after the backbone's last two C3 (P4, P5)", landmarks=(Landmark("backbone", "C3", -2), Landmark("backbone", "C3", -1))
+    "after the backbone's last two C3 (P4, P5)",
+    landmarks=(Landmark("backbone", "C3", -2), Landmark("backbone", "C3", -1)),
 )
 HEAD_1X1_CONVS = Placement("replaces every head 1x1 Conv", kind="replace", match=("head", "Conv", (1, 1)))
 INSIDE_BACKBONE_C3 = Placement("inside each backbone C3 bottleneck, before the residual add", kind="inside_c3")

@@ -1,23 +1,23 @@
-"""The attention variants as data: base config + block + position. The `models/yolov5_<name>.yaml` files are generated.
+"""The committed `models/yolov5_<Block>.yaml` files and the README zoo table, generated from the registry.
 
 Usage:
     python -m models.variants           # check the yamls and the README zoo table; exit 1 if one is stale
     python -m models.variants --write   # (re)write them
 
-A variant either inserts its block after a base layer (every reader of that layer then reads the block, so a block
-after the last head C3 feeds Detect) or replaces the module of some base layers, keeping their arguments. `from`
-indices and the `# i` layer comments are renumbered by code.
+Each zoo block declares its placement in its `@register` line; `models/rebase.py` puts it on `yolov5l.yaml`, and this
+module writes the result as yaml text that keeps the base file's comments, with `from` indices and the `# i` layer
+comments renumbered.
 """
 
 import argparse
 import re
 import sys
-from dataclasses import dataclass
 
 import yaml
 
 from models.config import MODELS_DIR
-from models.registry import REGISTRY, entries
+from models.rebase import VARIANT_LAYOUT, flat, place
+from models.registry import entries
 
 README = MODELS_DIR.parent / "README.md"
 ROW = re.compile(  # one layer line of a v6.1 yaml: `  [[-1, 1, Conv, [64, 6, 2, 2]],  # 0-P1/2`
@@ -26,109 +26,72 @@ ROW = re.compile(  # one layer line of a v6.1 yaml: `  [[-1, 1, Conv, [64, 6, 2,
 )
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One zoo config: `block` inserted after base layer `after` (with `args`), or replacing base layers `replace`."""
-
-    name: str
-    block: str
-    where: str
-    after: int = None
-    args: tuple = ()
-    replace: tuple = ()
-    base: str = "yolov5l.yaml"
-
-    @property
-    def file(self):
-        return MODELS_DIR / f"yolov5_{self.name}.yaml"
+def variant_entries():
+    """The zoo blocks that have a default placement, in registration order."""
+    return [e for e in entries(attention=True) if e.placement is not None]
 
 
-END_OF_BACKBONE = "end of backbone, before SPPF"
-VARIANTS = (
-    Variant("SOCA", "SOCA", "after the last head C3 (P5), Detect reads it (seed 000)", after=23),
-    Variant("SE", "SE", END_OF_BACKBONE + " (seed 002)", after=8),
-    Variant("CBAM", "CBAM", END_OF_BACKBONE, after=8),
-    Variant("DoubleAttention", "DoubleAttention", "after the P2 C3 (seed 001, adapted to v5)", after=2),
-    Variant("SK", "SKAttention", END_OF_BACKBONE, after=8),
-    Variant("scSE", "scSE", END_OF_BACKBONE, after=8),
-    Variant("SGE", "SGE", END_OF_BACKBONE, after=8),
-    Variant("SCConv", "SCConv", "a 3x3 conv layer at the " + END_OF_BACKBONE, after=8, args=(1024, 3, 1)),
-    Variant("SplitAttn", "SplitAttn", "a 3x3 conv layer at the " + END_OF_BACKBONE, after=8, args=(1024, 3, 1)),
-    Variant("dynamic", "DynamicConv", "replaces the two 1x1 head convs (seed 004)", replace=(10, 14)),
-    Variant("ECA", "ECA", END_OF_BACKBONE, after=8),
-    Variant("CoordAtt", "CoordAtt", END_OF_BACKBONE, after=8),
-    Variant("SimAM", "SimAM", END_OF_BACKBONE, after=8),
-)
+def variant_file(entry):
+    return MODELS_DIR / f"yolov5_{entry.name}.yaml"
 
 
-def changed_layers(v):
-    """[(index in the variant, block name)] of the layers the variant adds or replaces."""
-    return [(v.after + 1, v.block)] if v.after is not None else [(i, v.block) for i in v.replace]
+def _layout():
+    return yaml.safe_load((MODELS_DIR / VARIANT_LAYOUT).read_text())
 
 
-def _new_from(f, i, v):
-    """Base row i's `from` in the variant: indices from `after` on shift by one (readers of `after` read the block)."""
-
-    def one(j):
-        if v.after is None or j == -1:
-            return j
-        j = j + i if j < 0 else j
-        return j + 1 if j >= v.after else j
-
-    return [one(j) for j in f] if isinstance(f, list) else one(f)
-
-
-def _row_text(m, f, module, args, comment):
-    f = f"[{', '.join(map(str, f))}]" if isinstance(f, list) else str(f)
-    return f"{m['indent']}[{f}, {m['n']}, {module}, {args}]{m['end']}{comment}"
-
-
-def _renumbered_comment(comment, new):
-    """`# 13 (P3/8-small)` -> `# 14 (P3/8-small)`: a leading layer number follows the layer."""
-    return re.sub(r"^(\s*#\s*)\d+", lambda c: f"{c.group(1)}{new}", comment or "")
-
-
-def _header(v):
-    cls = REGISTRY[v.block].cls
+def _header(entry):
     return [
-        f"# YOLOv5 v6.1 l layout with {v.block}: {v.where}",
-        f"# {v.block}: {cls.__doc__.strip().splitlines()[0]}",
-        f"# yolov5{{n,s,m,x}}_{v.name}.yaml picks the other sizes' multiples",
-        f"# Generated from {v.base} by `python -m models.variants --write` (models/variants.py): edit that, not this",
+        f"# YOLOv5 v6.1 l layout with {entry.name}: {entry.placement.text}",
+        f"# {entry.name}: {entry.cls.__doc__.strip().splitlines()[0]}",
+        f"# yolov5{{n,s,m,x}}_{entry.name}.yaml picks the other sizes' multiples",
+        f"# Generated from {VARIANT_LAYOUT} by `python -m models.variants --write`: edit its @register placement",
     ]
 
 
-def render(v):
-    """The yaml text of variant v, from its base yaml's text."""
-    lines = (MODELS_DIR / v.base).read_text().splitlines()
-    out, i = _header(v), 0
-    for line in lines[1:]:
-        m = ROW.match(line)
-        if not m:
-            out.append(line)
+def _format_from(f):
+    return f"[{', '.join(map(str, f))}]" if isinstance(f, list) else str(f)
+
+
+def _format_args(args):
+    return "[" + ", ".join(a if isinstance(a, str) and a in ("nc", "anchors") else _arg(a) for a in args) + "]"
+
+
+def _arg(a):
+    if a is None:
+        return "None"
+    return f"'{a}'" if isinstance(a, str) else str(a)
+
+
+def render(entry):
+    """The yaml text of a block's variant: the layout file's lines with the placed rows."""
+    lines = (MODELS_DIR / VARIANT_LAYOUT).read_text().splitlines()
+    rows = place(_layout(), entry.name, entry.placement, VARIANT_LAYOUT)
+    row_lines = [k for k, line in enumerate(lines) if ROW.match(line)]
+    if len(row_lines) != len(flat(_layout())):
+        raise ValueError(f"{VARIANT_LAYOUT}: a layer row the ROW pattern does not read")
+    lead = [lines[(row_lines[i - 1] + 1 if i else 1) : row_lines[i]] for i in range(len(row_lines))]
+    out = _header(entry)
+    for new, placed in enumerate(rows):
+        if placed.origin is None:
+            f, n, module, args = placed.row
+            out.append(f"   [{_format_from(f)}, {n}, {module}, {_format_args(args)}],  # {new} {module}")
             continue
-        new = i + (v.after is not None and i > v.after)
-        module = v.block if i in v.replace else m["module"]
-        f = _new_from(_parse_from(m["f"]), i, v)
-        out.append(_row_text(m, f, module, m["args"], _renumbered_comment(m["comment"], new)))
-        if i == v.after:
-            args = list(v.args) or [yaml.safe_load(m["args"])[0]]
-            out.append(f"   [-1, 1, {v.block}, [{', '.join(map(str, args))}]],  # {new + 1} {v.block}")
-        i += 1
+        out.extend(lead[placed.origin])
+        m = ROW.match(lines[row_lines[placed.origin]])
+        comment = re.sub(r"^(\s*#\s*)\d+", rf"\g<1>{new}", m["comment"] or "")
+        row = f"[{_format_from(placed.row[0])}, {m['n']}, {placed.row[2]}, {m['args']}]"
+        out.append(f"{m['indent']}{row}{m['end']}{comment}")
+    out.extend(lines[row_lines[-1] + 1 :])
     return "\n".join(out) + "\n"
 
 
-def _parse_from(text):
-    return [int(x) for x in text.strip("[]").split(",")] if text.startswith("[") else int(text)
-
-
 def zoo_table():
-    """The README zoo table: one row per variant, block names, aliases and paper from the registry."""
+    """The README zoo table: one row per block with a placement; names, aliases and paper from the registry."""
     rows = ["| yaml name (aliases) | paper | config | placement |", "| --- | --- | --- | --- |"]
-    for v in VARIANTS:
-        e = REGISTRY[v.block]
+    for e in variant_entries():
         names = f"`{e.name}`" + (f" ({', '.join(f'`{a}`' for a in e.aliases)})" if e.aliases else "")
-        rows.append(f"| {names} | {e.cls.__doc__.strip().splitlines()[0]} | `{v.file.name}` | {v.where} |")
+        doc = e.cls.__doc__.strip().splitlines()[0]
+        rows.append(f"| {names} | {doc} | `{variant_file(e).name}` | {e.placement.text} |")
     return rows
 
 
@@ -142,25 +105,35 @@ def readme_with_table(text):
 
 
 def stale():
-    """Files whose text differs from what the variants generate, as {path: expected text}."""
-    expected = {v.file: render(v) for v in VARIANTS}
+    """Files whose text differs from what the registry generates, as {path: expected text}."""
+    expected = {variant_file(e): render(e) for e in variant_entries()}
     expected[README] = readme_with_table(README.read_text())
     return {p: t for p, t in expected.items() if not p.is_file() or p.read_text() != t}
+
+
+def orphans():
+    """Committed variant yamls whose block is no longer registered with a placement."""
+    known = {variant_file(e) for e in variant_entries()}
+    return sorted(p for p in MODELS_DIR.glob("yolov5_*.yaml") if p not in known)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Generate the variant yamls and the README zoo table")
     parser.add_argument("--write", action="store_true", help="write the stale files instead of only listing them")
     opt = parser.parse_args(argv)
-    missing = sorted({e.name for e in entries(attention=True)} - {v.block for v in VARIANTS})
+    missing = sorted(e.name for e in entries(attention=True) if e.placement is None)
     if missing:
-        print(f"models/variants.py: no variant for registered block(s) {', '.join(missing)}")
+        print(f"models/variants.py: no placement= in the @register line of {', '.join(missing)}")
         return 1
     for path, text in stale().items():
         if opt.write:
             path.write_text(text)
         print(f"{'wrote' if opt.write else 'stale'}: {path.relative_to(README.parent)}")
-    return 0 if opt.write or not stale() else 1
+    for path in orphans():
+        if opt.write:
+            path.unlink()
+        print(f"{'removed' if opt.write else 'orphan'}: {path.relative_to(README.parent)}")
+    return 0 if opt.write or not (stale() or orphans()) else 1
 
 
 if __name__ == "__main__":

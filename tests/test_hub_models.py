@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from models.config import MODELS_DIR, ModelConfigError, _read_yaml, load_model_yaml, resolve_cfg
-from models.rebase import variant_on_base
+from models.placement import AFTER_FIRST_C3, AFTER_LAST_TWO_C3, BEFORE_SPPF, HEAD_1X1_CONVS
+from models.rebase import compose_variant
+from models.variants import variant_entries
 from models.yolo import Model
 
 from conftest import captured_log
@@ -65,8 +67,15 @@ def test_autoanchor_configs_start_from_placeholder_anchors():
     assert torch.equal(pixels[0].flatten(), torch.arange(6.0))  # `anchors: 3` -> [0..5] per level, as v6.1
 
 
-VARIANTS = sorted(p.stem.split("_", 1)[1] for p in MODELS_DIR.glob("yolov5_*.yaml"))
-END_OF_BACKBONE = {"CBAM", "CoordAtt", "ECA", "SCConv", "SE", "SGE", "SK", "SimAM", "SplitAttn", "scSE"}
+VARIANTS = [e.name for e in variant_entries()]
+V3 = {b for b in HUB if b.startswith("yolov3")}
+# the hub bases each placement cannot find its landmark in: v3 has no SPPF and no C3, the ghost model C3Ghost/GhostConv
+LACKS = {
+    BEFORE_SPPF: V3,
+    AFTER_FIRST_C3: V3 | {"yolov5s-ghost"},
+    AFTER_LAST_TWO_C3: V3 | {"yolov5s-ghost"},
+    HEAD_1X1_CONVS: {"yolov5s-ghost"},
+}
 
 
 def _yaml(name):
@@ -75,11 +84,10 @@ def _yaml(name):
 
 
 @pytest.mark.parametrize("size", ["l", "s"])
-def test_replaying_each_variant_on_its_own_layout_gives_the_variant_yaml(size):
-    layout = _yaml("yolov5l.yaml")
+def test_placing_each_block_on_its_layout_gives_the_committed_variant_yaml(size):
     for v in VARIANTS:
         variant = _yaml(f"yolov5_{v}.yaml")
-        d = variant_on_base(layout, variant, _yaml(f"yolov5{size}.yaml"))
+        d = compose_variant(_yaml(f"yolov5{size}.yaml"), f"yolov5{size}.yaml", v)
         assert (d["backbone"], d["head"]) == (variant["backbone"], variant["head"]), v
 
 
@@ -104,7 +112,7 @@ def test_output_level_blocks_follow_detects_last_input():
     model = Model("yolov3-tiny_SOCA.yaml")  # v3-tiny lists P4 then P5: SOCA goes on P5 (row 15), not row 19
     assert model.model[16].type == "models.attention.soca.SOCA" and model.model[-1].f == [20, 16]
     assert model.model[17].f == 14  # yolov3-tiny's `-2` still reads the P5 1x1 conv
-    dyn = Model("yolov5n6_dynamic.yaml")  # every 1x1 top-down head Conv, as in yolov5_dynamic.yaml
+    dyn = Model("yolov5n6_DynamicConv.yaml")  # every 1x1 top-down head Conv, as in yolov5_DynamicConv.yaml
     assert [m.i for m in dyn.model if m.type.endswith("DynamicConv")] == [12, 16, 20]
 
 
@@ -116,15 +124,17 @@ def test_every_variant_on_every_hub_base_builds_or_says_why():
                 load_model_yaml(f"{base}_{v}.yaml")
             except ModelConfigError as e:
                 failed[(base, v)] = str(e)
-    v3 = {b for b in HUB if b.startswith("yolov3")}
-    expected = {(b, v) for b in v3 for v in END_OF_BACKBONE | {"DoubleAttention"}}
-    expected |= {("yolov5s-ghost", "DoubleAttention"), ("yolov5s-ghost", "dynamic")}
-    assert set(failed) == expected
+    placements = {v: e.placement for v, e in zip(VARIANTS, variant_entries())}
+    for (base, v), msg in failed.items():
+        assert msg.startswith(f"{base}_{v}.yaml: cannot put {v} on {base}.yaml: {base}.yaml "), msg
+    for v, placement in placements.items():
+        if placement in LACKS:
+            assert {b for b, w in failed if w == v} == LACKS[placement], v
     assert failed[("yolov3", "SE")] == (
-        "yolov3_SE.yaml: cannot put the yolov5_SE.yaml block(s) on yolov3.yaml: "
-        "yolov3.yaml lacks the backbone's last SPPF, which the block goes before"
+        "yolov3_SE.yaml: cannot put SE on yolov3.yaml: yolov3.yaml lacks the backbone's last SPPF, which SE goes before"
     )
-    assert "has no Conv layer with arguments [c2, 1, 1] in its head" in failed[("yolov5s-ghost", "dynamic")]
+    msg = failed[("yolov5s-ghost", "DynamicConv")]
+    assert "has no Conv layer with arguments [c2, 1, 1] in its head" in msg
 
 
 @pytest.mark.slow

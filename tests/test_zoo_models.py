@@ -14,9 +14,9 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.config import ModelConfigError, load_model_yaml
-from models.registry import REGISTRY, entries
-from models.variants import README, changed_layers, readme_with_table, render
-from models.variants import VARIANTS as ALL_VARIANTS
+from models.rebase import VARIANT_LAYOUT, place
+from models.registry import build_block, entries
+from models.variants import README, orphans, readme_with_table, render, variant_entries, variant_file
 from models.yolo import Model
 from utils.general import LOGGER
 from utils.torch_utils import exact_flops
@@ -24,12 +24,25 @@ from utils.transfer import log_transfer, transfer_weights
 
 from conftest import captured_log
 
-# variant -> (inserted or replacing layers as (index, class name), whether it only inserts), from models/variants.py
-VARIANTS = {
-    v.name: ([(i, REGISTRY[b].cls.__name__) for i, b in changed_layers(v)], v.after is not None) for v in ALL_VARIANTS
-}
-NO_MATMUL = {"SGE", "SimAM"}  # elementwise only: flop_counter counts nothing for them
+ZOO = {e.name: e for e in variant_entries()}  # the registry is the list: every block with a placement
+VARIANTS = list(ZOO)
 IMG = (64, 96)
+
+
+@functools.cache
+def changed_layers(variant):
+    """([(index, class name)] of the rows the placement adds or swaps, whether it only inserts), from the engine."""
+    entry = ZOO[variant]
+    layout = load_model_yaml(VARIANT_LAYOUT)[0]
+    rows = place(layout, entry.name, entry.placement, VARIANT_LAYOUT)
+    changed = [(i, entry.cls.__name__) for i, p in enumerate(rows) if p.origin is None or p.row[2] == entry.name]
+    return changed, entry.placement.kind == "insert"
+
+
+def has_weights(name):
+    """A block with a conv or linear layer adds multiply-adds; one without (SimAM, SGE's scalars) adds none."""
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)
+    return any(isinstance(m, kinds) for m in build_block(name, 64).modules())
 
 
 @functools.cache
@@ -67,13 +80,15 @@ def layer_outputs(model, x):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_placement_keeps_the_v61_layout(variant):
     base, model = _built("yolov5n.yaml"), _built(f"yolov5n_{variant}.yaml")
-    changed, inserts_only = VARIANTS[variant]
+    changed, inserts_only = changed_layers(variant)
     assert [(i, type(model.model[i]).__name__) for i, _ in changed] == changed
     kept = [type(m).__name__ for m in model.model if m.i not in dict(changed)]
     assert kept == [type(m).__name__ for m in base.model if inserts_only or m.i not in dict(changed)]
     src, dst = base.model[-1], model.model[-1]
     assert [ch.in_channels for ch in dst.m] == [ch.in_channels for ch in src.m]
-    assert dst.f == {"SOCA": [17, 20, 24], "dynamic": [17, 20, 23]}.get(variant, [18, 21, 24])
+    for f_base, f_variant in zip(src.f, dst.f):  # Detect reads the same layer, or the block placed right after it
+        read = type(model.model[f_variant]).__name__
+        assert read == type(base.model[f_base]).__name__ or (f_variant, read) in changed
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -99,7 +114,7 @@ def test_exact_flops_count_the_attention(variant):
     flops = exact_flops(model, IMG)
     assert isinstance(flops, int) and flops == counter.get_total_flops()
     extra = flops - _base_flops()
-    assert extra == 0 if variant in NO_MATMUL else extra > 0
+    assert extra > 0 if has_weights(variant) else extra == 0
     if variant == "SOCA":  # covariance bmm + 9 Newton-Schulz bmm on (256, 256) at P5 (2 x 3 positions)
         assert extra >= 2 * 256 * 256 * 6 + 9 * 2 * 256**3
 
@@ -120,7 +135,7 @@ def test_fuse_leaves_attention_and_output_unchanged(variant):
         with mock.patch.object(Model, "info"):  # fuse() prints the summary; its FLOPs passes are tested elsewhere
             out = model.fuse()(x)[0]
     assert torch.allclose(out, ref, rtol=1e-3, atol=1e-3)
-    for i, name in VARIANTS[variant][0]:
+    for i, name in changed_layers(variant)[0]:
         assert type(model.model[i]).__name__ == name
 
 
@@ -131,7 +146,7 @@ def _layer_keys(model, indices):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_transfer_maps_base_weights_by_structure(variant):
     base, model = _built("yolov5n.yaml"), build(f"yolov5n_{variant}.yaml")
-    changed, inserts_only = VARIANTS[variant]
+    changed, _ = changed_layers(variant)
     csd, n, total, n_new = transfer_weights(base, model)
     assert n == len(csd) == len(base.state_dict())  # every base tensor finds its place, replaced layers included
     new_keys = [k for k in _layer_keys(model, [i for i, _ in changed]) if k not in csd]
@@ -143,7 +158,7 @@ def test_transfer_maps_base_weights_by_structure(variant):
     assert all(torch.equal(out[i], ref[i]) for i in range(first))
     if variant == "DoubleAttention":  # its residual projection starts at zero: the whole model is the base model
         assert torch.equal(out[len(model.model) - 1][0], ref[len(base.model) - 1][0])
-    if variant == "dynamic":  # every expert holds the replaced Conv's kernel: any mix of them is that kernel
+    if variant == "DynamicConv":  # every expert holds the replaced Conv's kernel: any mix of them is that kernel
         mlp = {"attention.1.0.weight", "attention.1.0.bias", "attention.1.2.weight", "attention.1.2.bias"}
         assert {k.split(".", 2)[2] for k in new_keys} == mlp
         final, expected = out[len(model.model) - 1][0], ref[len(base.model) - 1][0]
@@ -188,7 +203,7 @@ def test_transfer_rejects_non_models():
 
 
 def test_dynamic_temperature_through_model_epoch_update():
-    model = build("yolov5n_dynamic.yaml")
+    model = build("yolov5n_DynamicConv.yaml")
     assert model.epoch_update(4, 5) == {"model.10.temperature": 1.0, "model.14.temperature": 1.0}  # ends at 1
 
 
@@ -258,13 +273,14 @@ def test_variant_onnx(variant, tmp_path):
     assert np.abs(y - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1.0)
 
 
-@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=lambda v: v.name)
-def test_variant_yamls_are_generated_from_the_table(variant):
-    assert variant.file.read_text() == render(variant), "run: python -m models.variants --write"
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_yamls_are_generated_from_the_registry(variant):
+    assert variant_file(ZOO[variant]).read_text() == render(ZOO[variant]), "run: python -m models.variants --write"
 
 
-def test_every_block_has_a_variant_and_the_readme_table_is_the_registry():
-    assert {e.name for e in entries(attention=True)} == {v.block for v in ALL_VARIANTS}
+def test_every_block_has_a_placement_and_the_readme_table_is_the_registry():
+    assert all(e.placement is not None for e in entries(attention=True)), "a block without placement="
+    assert not orphans(), "variant yamls of blocks no longer registered: python -m models.variants --write"
     text = README.read_text()
     assert text == readme_with_table(text), "README zoo table is stale: python -m models.variants --write"
     for e in entries(attention=True):
@@ -272,12 +288,11 @@ def test_every_block_has_a_variant_and_the_readme_table_is_the_registry():
 
 
 def test_variant_insertion_renumbers_from_indices():
-    soca, dynamic = (next(v for v in ALL_VARIANTS if v.name == n) for n in ("SOCA", "dynamic"))
-    d = load_model_yaml(str(soca.file))[0]
+    d = load_model_yaml(str(variant_file(ZOO["SOCA"])))[0]
     rows = d["backbone"] + d["head"]
     assert rows[24] == [-1, 1, "SOCA", [1024]] and rows[25][0] == [17, 20, 24]
     base = load_model_yaml("yolov5l.yaml")[0]
-    d = load_model_yaml(str(dynamic.file))[0]
+    d = load_model_yaml(str(variant_file(ZOO["DynamicConv"])))[0]
     assert [r[2] for r in d["head"]] == [
         ("DynamicConv" if i in (10, 14) else r[2])
         for i, r in enumerate(base["backbone"] + base["head"])

@@ -5,10 +5,11 @@ import math
 import torch.nn as nn
 
 from models.attention.helpers import check_args, excite_mlp, make_gate, reduced_channels
+from models.placement import BEFORE_SPPF
 from models.registry import Channels, register
 
 
-@register("SE", "SElayer", "SEAttention", channels=Channels.KEEP)
+@register("SE", "SElayer", "SEAttention", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class SE(nn.Module):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018, Squeeze-and-Excitation Networks)."""
 
@@ -32,7 +33,7 @@ def eca_kernel_size(c, gamma=2, b=1):
     return k if k % 2 else k + 1
 
 
-@register("ECA", channels=Channels.KEEP)
+@register("ECA", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class ECA(nn.Module):
     """Efficient Channel Attention (Wang et al., CVPR 2020, ECA-Net)."""
 

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 
 from models.attention.helpers import check_args, excite_mlp, reduced_channels
 from models.common import Conv, autopad
+from models.placement import BEFORE_SPPF, HEAD_1X1_CONVS
 from models.registry import Channels, register
 
 
-@register("SKAttention", "SKConv", channels=Channels.KEEP)
+@register("SKAttention", "SKConv", "SK", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class SKAttention(nn.Module):
     """Selective Kernel convolution (Li et al., CVPR 2019, Selective Kernel Networks)."""
 
@@ -41,7 +42,7 @@ class SKAttention(nn.Module):
         return (feats * a).sum(1)
 
 
-@register("SCConv", channels=Channels.CONV)
+@register("SCConv", channels=Channels.CONV, placement=BEFORE_SPPF.with_args(3, 1))
 class SCConv(nn.Module):
     """Self-calibrated convolution (Liu et al., CVPR 2020, Improving CNNs with Self-Calibrated Convolutions).
 
@@ -74,7 +75,7 @@ class SCConv(nn.Module):
         return torch.sigmoid(x + F.interpolate(coarse, size=x.shape[2:], mode="nearest")) * self.k3(x)
 
 
-@register("SplitAttn", "ResNeSt", channels=Channels.CONV)
+@register("SplitAttn", "ResNeSt", channels=Channels.CONV, placement=BEFORE_SPPF.with_args(3, 1))
 class SplitAttn(nn.Module):
     """Split attention convolution (Zhang et al., 2020, ResNeSt: Split-Attention Networks).
 
@@ -103,7 +104,7 @@ class SplitAttn(nn.Module):
         return (splits * a.reshape(-1, self.radix, self.c2, 1, 1)).sum(1)
 
 
-@register("DynamicConv", "Dynamic_conv2d", channels=Channels.CONV)
+@register("DynamicConv", "Dynamic_conv2d", channels=Channels.CONV, placement=HEAD_1X1_CONVS)
 class DynamicConv(nn.Module):
     """Dynamic convolution with BN and SiLU like Conv (Chen et al., CVPR 2020, Attention over Convolution Kernels).
 

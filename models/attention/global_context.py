@@ -4,10 +4,11 @@ import torch
 import torch.nn as nn
 
 from models.attention.helpers import check_args, reduced_channels
+from models.placement import AFTER_FIRST_C3
 from models.registry import Channels, register
 
 
-@register("DoubleAttention", "DoubleAttentionLayer", "A2", channels=Channels.KEEP)
+@register("DoubleAttention", "DoubleAttentionLayer", "A2", channels=Channels.KEEP, placement=AFTER_FIRST_C3)
 class DoubleAttention(nn.Module):
     """Double attention block, gather then distribute (Chen et al., NeurIPS 2018, A^2-Nets)."""
 

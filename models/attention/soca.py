@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from models.attention.helpers import check_args, excite_mlp, make_gate, reduced_channels
+from models.placement import P5_OUTPUT
 from models.registry import Channels, register
 
 MAX_SIDE = 1000  # SAN computes the statistics on at most a 1000 x 1000 centre crop
@@ -44,7 +45,7 @@ def _fp32_region(device_type):
     return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else nullcontext()
 
 
-@register("SOCA", channels=Channels.KEEP)
+@register("SOCA", channels=Channels.KEEP, placement=P5_OUTPUT)
 class SOCA(nn.Module):
     """Second-order channel attention (Dai et al., CVPR 2019, Second-order Attention Network for SISR)."""
 

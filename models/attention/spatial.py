@@ -7,10 +7,11 @@ import torch
 import torch.nn as nn
 
 from models.attention.helpers import check_args, excite_mlp, make_gate, reduced_channels
+from models.placement import BEFORE_SPPF
 from models.registry import Channels, register
 
 
-@register("CBAM", channels=Channels.KEEP)
+@register("CBAM", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018, CBAM).
 
@@ -33,7 +34,7 @@ class CBAM(nn.Module):
         return x * self.act(self.spatial(s))
 
 
-@register("scSE", channels=Channels.KEEP)
+@register("scSE", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class scSE(nn.Module):
     """Concurrent spatial and channel squeeze-and-excitation (Roy et al., MICCAI 2018)."""
 
@@ -48,7 +49,7 @@ class scSE(nn.Module):
         return x * self.cse(x) + x * self.sse(x)
 
 
-@register("SGE", "SpatialGroupEnhance", channels=Channels.KEEP)
+@register("SGE", "SpatialGroupEnhance", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class SGE(nn.Module):
     """Spatial Group-wise Enhance (Li et al., 2019, Spatial Group-wise Enhance).
 
@@ -81,7 +82,7 @@ class SGE(nn.Module):
         return (xg * self.act(a).to(x.dtype).reshape(-1, 1, h, w)).reshape(x.shape)
 
 
-@register("CoordAtt", channels=Channels.KEEP)
+@register("CoordAtt", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class CoordAtt(nn.Module):
     """Coordinate Attention (Hou et al., CVPR 2021, Coordinate Attention for Efficient Mobile Network Design)."""
 
@@ -103,7 +104,7 @@ class CoordAtt(nn.Module):
         return x * self.act(self.conv_h(y_h)) * self.act(self.conv_w(y_w).transpose(2, 3))
 
 
-@register("SimAM", channels=Channels.KEEP)
+@register("SimAM", channels=Channels.KEEP, placement=BEFORE_SPPF)
 class SimAM(nn.Module):
     """Parameter-free energy-based attention (Yang et al., ICML 2021, SimAM).
 
