@@ -108,7 +108,7 @@ def test_double_follows_input_dtype(name):
     assert y.dtype == torch.float64 and close(y, ref, 1e-5)
 
 
-def onnx_matches(m, path, dynamo):
+def onnx_matches(m, path, dynamo, opset=12):
     """Export with a dynamic batch at batch 2, run onnxruntime at batch 3, compare with PyTorch."""
     import onnxruntime as ort
 
@@ -120,7 +120,7 @@ def onnx_matches(m, path, dynamo):
             m,
             (torch.randn(2, C, 20, 13),),
             str(path),
-            opset_version=17,
+            opset_version=opset,
             dynamo=dynamo,
             input_names=["x"],
             output_names=["y"],
@@ -135,13 +135,15 @@ def onnx_matches(m, path, dynamo):
 
 @pytest.mark.parametrize("name", BLOCKS)
 def test_onnx_torchscript_exporter(name, tmp_path):
-    assert onnx_matches(build(name), tmp_path / f"{name}.onnx", dynamo=False)
+    """At export.py's default opset 12, or the lowest the block declares it needs."""
+    opset = max(12, ENTRIES[name].opset or 12)
+    assert onnx_matches(build(name), tmp_path / f"{name}.onnx", dynamo=False, opset=opset)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BLOCKS)
 def test_onnx_dynamo_exporter(name, tmp_path):
-    assert onnx_matches(build(name), tmp_path / f"{name}.onnx", dynamo=True)
+    assert onnx_matches(build(name), tmp_path / f"{name}.onnx", dynamo=True, opset=max(17, ENTRIES[name].opset or 17))
 
 
 @pytest.mark.parametrize("name", KEEP)
