@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.config import SCALES  # noqa: E402
-from models.registry import Channels, entries  # noqa: E402
+from models.registry import Channels, build_block, entries  # noqa: E402
 from utils.general import make_divisible  # noqa: E402
 
 LEVELS = (("P3", 8, 256), ("P4", 16, 512), ("P5", 32, 1024))
@@ -39,12 +39,11 @@ BLOCKS = ["SE", *(n for n in ENTRIES if n != "SE")]
 PLAIN = "Conv"  # the GFLOP/s reference: a plain 3x3 conv + SiLU, not a zoo block
 
 
-def build_block(name, c):
+def make_block(name, c):
     """Block `name` mapping c -> c channels; conv replacements as 3x3, stride 1 (their Conv-like signature)."""
     if name == PLAIN:
         return nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.SiLU())
-    entry = ENTRIES[name]
-    return entry.cls(c, c) if entry.channels == Channels.KEEP else entry.cls(c, c, 3, 1)
+    return build_block(name, c) if ENTRIES[name].channels == Channels.KEEP else build_block(name, c, c, 3, 1)
 
 
 def parse_opt(argv=None):
@@ -88,13 +87,13 @@ def fwd_bwd_flops(block, x):
 def block_flops(name, c, hw, opt):
     """fwd_bwd_flops of block `name` on a (batch, c, *hw) input (counted in this process: no fork needed)."""
     x = torch.randn(opt.batch_size, c, *hw, device=opt.device, requires_grad=True)
-    return fwd_bwd_flops(build_block(name, c).to(opt.device).train(), x)
+    return fwd_bwd_flops(make_block(name, c).to(opt.device).train(), x)
 
 
 def time_and_memory(name, c, hw, opt):
     """(ms per forward+backward, peak extra MiB) of block `name` with c channels on a (batch, c, *hw) input."""
     device = torch.device(opt.device)
-    block = build_block(name, c).to(device).train()
+    block = make_block(name, c).to(device).train()
     x = torch.randn(opt.batch_size, c, *hw, device=device, requires_grad=True)
     for _ in range(opt.warmup):  # also loads kernels and allocates the gradients, so neither counts below
         block(x).sum().backward()

@@ -218,7 +218,7 @@ def _construct(entry, args, n, layer, source):
     except ValueError:
         pass  # builtins without a Python signature: let the constructor decide
     try:
-        return nn.Sequential(*(cls(*args, **kwargs) for _ in range(n))) if n > 1 else cls(*args, **kwargs)
+        return nn.Sequential(*(entry.build(*args) for _ in range(n))) if n > 1 else entry.build(*args)
     except (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError) as e:
         raise layer.error(source, f"{cls.__name__}{tuple(args)} cannot be built: {e}") from e
 

@@ -43,6 +43,10 @@ class Entry:
     opset: int = None  # the lowest ONNX opset its ops need, when above export.py's default
     kwargs: dict = field(default_factory=dict)  # bound constructor keywords (the block inside a C3 variant)
 
+    def build(self, *args, **kwargs):
+        """The module, built from constructor arguments (and the entry's bound keywords)."""
+        return self.cls(*args, **{**self.kwargs, **kwargs})
+
     @property
     def is_attention(self):
         """True for the zoo's blocks (defined under models/attention/)."""
@@ -139,7 +143,9 @@ def entries(attention=None):
     return [e for e in unique.values() if attention is None or e.is_attention == attention]
 
 
-def build_block(name, c1, c2=None, **kwargs):
-    """The one factory: block `name` (yaml name or alias) for c1 input channels; c2 defaults to c1."""
-    entry = REGISTRY[name]
-    return entry.cls(c1, c1 if c2 is None else c2, **{**entry.kwargs, **kwargs})
+def build_block(name, c1, c2=None, *args, **kwargs):
+    """The one factory: block `name` (yaml name or alias) for c1 input channels; c2 defaults to c1.
+
+    Further arguments follow the block's constructor (a conv replacement's k, s), keywords its options (reduction).
+    """
+    return REGISTRY[name].build(c1, c1 if c2 is None else c2, *args, **kwargs)

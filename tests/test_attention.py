@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_flatten
 import models.attention as att
 from models.attention.channel import eca_kernel_size
 from models.attention.soca import centre_crop, centred_covariance, newton_schulz_sqrt
-from models.registry import Channels, entries
+from models.registry import Channels, build_block, entries
 
 C = 16
 ENTRIES = {e.name: e for e in entries(attention=True)}  # the registry is the list of blocks
@@ -26,8 +26,7 @@ CONV_C2, CONV_K, CONV_S = 24, 3, 2  # conv replacements are built like Conv(c1, 
 
 
 def build(name):
-    cls = ENTRIES[name].cls
-    return cls(C, C) if name in KEEP else cls(C, CONV_C2, CONV_K, CONV_S)
+    return build_block(name, C) if name in KEEP else build_block(name, C, CONV_C2, CONV_K, CONV_S)
 
 
 def out_shape(name, b, h, w):

@@ -186,7 +186,7 @@ def test_attention_speed_gflops_column_counts_forward_and_backward(capsys):
 
     from benchmarks import attention_speed
 
-    conv = attention_speed.build_block(attention_speed.PLAIN, 16).train()
+    conv = attention_speed.make_block(attention_speed.PLAIN, 16).train()
     x = torch.randn(2, 16, 8, 4, requires_grad=True)
     assert attention_speed.fwd_bwd_flops(conv, x) == 3 * 2 * 16 * 16 * 9 * 2 * 8 * 4  # forward, d input, d weight
     attention_speed.main(["--img", "32", "--scale", "n", "--runs", "1", "--warmup", "1", "--blocks", "ECA"])
