@@ -37,7 +37,7 @@ class EMA(nn.Module):
         self.gn = GroupNormAnySize(c_, c_)
 
     def forward(self, x):
-        b, c, h, w = x.shape
+        c, h, w = x.shape[1:]
         g = x.reshape(-1, c // self.groups, h, w)  # (B*G, C/G, H, W): the groups share every layer
         strips = torch.cat((g.mean(3, keepdim=True), g.mean(2, keepdim=True).transpose(2, 3)), 2)
         u = self.conv1x1(strips).sigmoid()  # one 1x1 conv over the H + W strip, as coordinate attention
