@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from models.errors import ModelConfigError
 from models.parse import layer_widths
 from models.placement import INSIDE_BACKBONE_C3, DetectInput
-from models.registry import REGISTRY, Channels
+from models.registry import C3_PREFIX, REGISTRY, Channels
 
 VARIANT_LAYOUT = "yolov5l.yaml"  # the layout every committed models/yolov5_<Block>.yaml is written on
 
@@ -79,7 +79,7 @@ def _insert_plan(base, rows, block, placement, base_name):
 def _swap(rows, block, placement, base_name):
     """Swap the module of every matching row (placement.match, or each backbone C3 for 'inside_c3')."""
     if placement.kind == "inside_c3":
-        section, module, rest = "backbone", "C3", None
+        section, module, rest, block = "backbone", "C3", None, C3_PREFIX + block
     else:
         section, module, rest = placement.match
     hits = [r for s, r in rows if s == section and r[2] == module and (rest is None or tuple(r[3][1:]) == rest)]
@@ -124,12 +124,12 @@ def placed_dict(base, block, placement, base_name="base"):
 
 
 def block_placement(name):
-    """(module name to write, Placement) for a yaml name: `SE` -> its declared placement, `C3SE` -> inside C3."""
+    """(block name, Placement) for a yaml name: `SE` -> its declared placement, `C3SE` -> SE inside each C3."""
     entry = REGISTRY.get(name)
     if entry is None:
         return None
     if entry.kwargs.get("block"):
-        return entry.name, INSIDE_BACKBONE_C3
+        return entry.kwargs["block"], INSIDE_BACKBONE_C3
     return (entry.name, entry.placement) if entry.placement is not None else None
 
 

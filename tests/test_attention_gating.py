@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from test_attention import _bn, _equal64, _rand_bn, onnx_matches
 
 import models.attention as att
-from models.attention.gating import ConvNorm, batch_norm
+from models.attention.gating import ConvNorm
+from models.attention.helpers import BatchNorm1dB1
 
 
 def _randomise(m):
@@ -176,13 +177,13 @@ def test_bam_equals_official_code(fuse):
 
 
 def test_bn_b1_rule_uses_frozen_running_statistics():
-    bn = _rand_bn(torch.nn.BatchNorm1d(6)).train()
+    bn = _rand_bn(BatchNorm1dB1(6)).train()
     mean, var = bn.running_mean.clone(), bn.running_var.clone()
     one = torch.randn(1, 6)
-    assert torch.allclose(batch_norm(bn, one), _bn(one, bn))
+    assert torch.allclose(bn(one), _bn(one, bn))
     assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
     two = torch.randn(2, 6)
-    assert torch.allclose(batch_norm(bn, two), F.batch_norm(two, None, None, bn.weight, bn.bias, True))
+    assert torch.allclose(bn(two), F.batch_norm(two, None, None, bn.weight, bn.bias, True))
     assert not torch.equal(bn.running_mean, mean)  # a real batch: batch statistics, running ones updated
 
 

@@ -7,7 +7,7 @@ from test_attention import _bn, _equal64
 from test_attention_multiscale import _randomise
 
 import models.attention as att
-from models.attention.seam import BatchNormB1
+from models.attention.helpers import BatchNormB1
 
 
 def _stage(z, stage, c, pad=1):

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from test_attention import _bn, _equal64, _rand_bn
 
 import models.attention as att
-from models.attention.stable import BatchNormB1, reflect_index, reflect_pad
+from models.attention.helpers import BatchNormB1
+from models.attention.stable import reflect_index, reflect_pad
 
 D = torch.float64
 

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.config import ModelConfigError, load_model_yaml
 from models.rebase import VARIANT_LAYOUT, place
-from models.registry import build_block, entries
+from models.registry import REGISTRY, build_block, entries
 from models.variants import README, orphans, readme_with_table, render, variant_entries, variant_file
 from models.yolo import Model
 from utils.general import LOGGER
@@ -34,9 +34,10 @@ def changed_layers(variant):
     """([(index, class name)] of the rows the placement adds or swaps, whether it only inserts), from the engine."""
     entry = ZOO[variant]
     layout = load_model_yaml(VARIANT_LAYOUT)[0]
+    base = layout["backbone"] + layout["head"]
     rows = place(layout, entry.name, entry.placement, VARIANT_LAYOUT)
-    changed = [(i, entry.cls.__name__) for i, p in enumerate(rows) if p.origin is None or p.row[2] == entry.name]
-    return changed, entry.placement.kind == "insert"
+    changed = [(i, p.row[2]) for i, p in enumerate(rows) if p.origin is None or p.row[2] != base[p.origin][2]]
+    return [(i, REGISTRY[m].cls.__name__) for i, m in changed], entry.placement.kind == "insert"
 
 
 def has_weights(name):

@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention.helpers import check_args, make_gate, reduced_channels
-from models.attention.stable import BatchNormB1, reflect_pad
+from models.attention.helpers import BatchNormB1, check_args, make_gate, reduced_channels
+from models.attention.stable import reflect_pad
 from models.placement import BEFORE_SPPF
 from models.registry import Channels, register
 

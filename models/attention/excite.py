@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention.gating import ConvNorm, batch_norm
-from models.attention.helpers import check_args, excite_mlp, make_gate
+from models.attention.gating import ConvNorm
+from models.attention.helpers import BatchNormB1, check_args, excite_mlp, make_gate
 from models.placement import BEFORE_SPPF
 from models.registry import Channels, register
 
@@ -78,12 +78,12 @@ class ParNetAttention(nn.Module):
     def __init__(self, c1, c2):
         super().__init__()
         check_args(self, keep=(c1, c2))
-        self.bn = nn.BatchNorm2d(c1)
+        self.bn = BatchNormB1(c1)
         self.sse = nn.Conv2d(c1, c1, 1, bias=False)
         self.conv3 = ConvNorm(c1, c1, 3)
         self.conv1 = ConvNorm(c1, c1, 1)
         self.act = nn.SiLU()
 
     def forward(self, x):
-        u = batch_norm(self.bn, x)
+        u = self.bn(x)
         return self.act(self.conv3(x) + self.conv1(x) + u * torch.sigmoid(self.sse(u.mean((2, 3), keepdim=True))))

@@ -1,27 +1,16 @@
 """Gating blocks that weight channels and positions: GAM, ShuffleAttention, TripletAttention, NAM, BAM.
 
-All keep the shape: (B, C, H, W) -> (B, C, H, W). Their BatchNorms follow the BN-B1 rule (`batch_norm`), so a batch
-of one on a 1x1 map (or a pooled vector) trains, as the YOLOv5 build and FLOPs probes need.
+All keep the shape: (B, C, H, W) -> (B, C, H, W). Their BatchNorms follow the BN-B1 rule (helpers.BatchNormB1), so
+a batch of one on a 1x1 map (or a pooled vector) trains, as the YOLOv5 build and FLOPs probes need.
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention.helpers import check_args, excite_mlp, reduced_channels
+from models.attention.helpers import BatchNorm1dB1, BatchNormB1, check_args, excite_mlp, reduced_channels
 from models.placement import BEFORE_SPPF, P5_OUTPUT
 from models.registry import Channels, register
-
-
-def batch_norm(bn, x):
-    """bn(x); in training on one value per channel, the running statistics, left unchanged (the BN-B1 rule).
-
-    Plain BatchNorm raises there (batch 1 on a 1x1 map or a pooled vector); this is what the official code computes
-    in eval mode, and the only case it differs from bn(x) is one where the official code cannot run at all.
-    """
-    if bn.training and x.numel() == x.shape[1]:
-        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-    return bn(x)
 
 
 def channel_shuffle(x, groups):
@@ -36,11 +25,11 @@ class ConvNorm(nn.Module):
     def __init__(self, c1, c2, k=1, s=1, d=1, g=1, bias=False, act=False, momentum=0.1):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, d * (k - 1) // 2, d, g, bias)
-        self.bn = nn.BatchNorm2d(c2, momentum=momentum)
+        self.bn = BatchNormB1(c2, momentum=momentum)
         self.act = act
 
     def forward(self, x):
-        y = batch_norm(self.bn, self.conv(x))
+        y = self.bn(self.conv(x))
         return F.relu(y) if self.act else y
 
 
@@ -137,11 +126,11 @@ class NAM(nn.Module):
     def __init__(self, c1, c2):
         super().__init__()
         check_args(self, keep=(c1, c2))
-        self.bn = nn.BatchNorm2d(c1)
+        self.bn = BatchNormB1(c1)
 
     def forward(self, x):
         gamma = self.bn.weight.detach().abs()  # the channel weights are read without gradient, as the official .data
-        return x * torch.sigmoid(batch_norm(self.bn, x) * (gamma / gamma.sum()).view(1, -1, 1, 1))
+        return x * torch.sigmoid(self.bn(x) * (gamma / gamma.sum()).view(1, -1, 1, 1))
 
 
 @register("BAM", channels=Channels.KEEP, placement=BEFORE_SPPF)
@@ -160,7 +149,7 @@ class BAM(nn.Module):
             raise ValueError(f"BAM: fuse must be 'sum' or 'mul', got {fuse!r}")
         c_ = reduced_channels(c1, reduction, min_channels)
         self.fuse = fuse
-        self.fc1, self.bn1, self.fc2 = nn.Linear(c1, c_), nn.BatchNorm1d(c_), nn.Linear(c_, c1)
+        self.fc1, self.bn1, self.fc2 = nn.Linear(c1, c_), BatchNorm1dB1(c_), nn.Linear(c_, c1)
         self.spatial = nn.Sequential(
             ConvNorm(c1, c_, 1, bias=True, act=True),
             ConvNorm(c_, c_, 3, d=4, bias=True, act=True),
@@ -169,6 +158,6 @@ class BAM(nn.Module):
         )
 
     def forward(self, x):
-        mc = self.fc2(F.relu(batch_norm(self.bn1, self.fc1(x.mean((2, 3))))))[..., None, None]  # (B, C, 1, 1)
+        mc = self.fc2(F.relu(self.bn1(self.fc1(x.mean((2, 3))))))[..., None, None]  # (B, C, 1, 1)
         ms = self.spatial(x)  # (B, 1, H, W)
         return x * (1 + torch.sigmoid(mc + ms if self.fuse == "sum" else mc * ms))

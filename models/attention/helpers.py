@@ -8,6 +8,7 @@ like `Conv`.
 import math
 
 import torch.nn as nn
+import torch.nn.functional as F
 
 GATES = {"sigmoid": nn.Sigmoid, "hard_sigmoid": nn.Hardsigmoid}
 
@@ -51,3 +52,30 @@ def make_gate(block, gate):
     if gate not in GATES:
         raise ValueError(f"{type(block).__name__}: gate must be one of {', '.join(GATES)}, got {gate!r}")
     return GATES[gate]()
+
+
+def _one_value_per_channel(bn, x):
+    return bn.training and x.numel() == x.shape[1]
+
+
+def _with_running_stats(bn, x):
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+class BatchNormB1(nn.BatchNorm2d):
+    """BatchNorm2d that, training on one value per channel, normalises with its running statistics, unchanged.
+
+    The blocks' BatchNorms can see a pooled (1, C, 1, 1) tensor in YOLOv5's batch-1 train-mode build probe, where
+    nn.BatchNorm2d raises; this is the only case that differs (the notes' BN-B1 rule: what the official code computes
+    in eval mode). A subclass, so YOLOv5's eps and momentum apply.
+    """
+
+    def forward(self, x):
+        return _with_running_stats(self, x) if _one_value_per_channel(self, x) else super().forward(x)
+
+
+class BatchNorm1dB1(nn.BatchNorm1d):
+    """BatchNorm1d under the same BN-B1 rule as BatchNormB1 (a pooled (1, C) vector at batch 1)."""
+
+    def forward(self, x):
+        return _with_running_stats(self, x) if _one_value_per_channel(self, x) else super().forward(x)

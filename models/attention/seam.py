@@ -3,18 +3,9 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention.helpers import check_args, excite_mlp, reduced_channels
+from models.attention.helpers import BatchNormB1, check_args, excite_mlp, reduced_channels
 from models.placement import DETECT_INPUTS
 from models.registry import Channels, register
-
-
-class BatchNormB1(nn.BatchNorm2d):
-    """BatchNorm2d that, training on one value per channel, normalises with its running statistics and keeps them."""
-
-    def forward(self, x):
-        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
 
 
 class MixerStage(nn.Module):

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention.helpers import check_args, reduced_channels
-from models.attention.stable import BatchNormB1, at_least_fp32, fp32_region
+from models.attention.helpers import BatchNormB1, check_args, reduced_channels
+from models.attention.stable import at_least_fp32, fp32_region
 from models.placement import BEFORE_SPPF, P5_OUTPUT
 from models.registry import Channels, register
 

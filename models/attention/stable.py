@@ -1,23 +1,8 @@
-"""Numerical pieces the global-attention blocks share: BatchNorm that trains at batch 1, FP32 regions, reflection."""
+"""Numerical pieces the global-attention blocks share: FP32 regions and reflection padding for any size."""
 
 from contextlib import nullcontext
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class BatchNormB1(nn.BatchNorm2d):
-    """BatchNorm2d that, training on one value per channel, normalises with its running statistics, unchanged.
-
-    The attention blocks' BatchNorms can see a pooled (1, C, 1, 1) tensor in YOLOv5's batch-1 train-mode build probe,
-    where nn.BatchNorm2d raises; this is the only case that differs. A subclass, so YOLOv5's eps and momentum apply.
-    """
-
-    def forward(self, x):
-        if self.training and x.numel() == x.shape[1]:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
 
 
 def fp32_region(device_type):
