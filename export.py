@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from models.experimental import attempt_load  # noqa: E402
+from models.registry import required_opset  # noqa: E402
 from models.yolo import Detect, Model  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
@@ -143,6 +144,7 @@ def onnx_dynamic_axes(outputs, train):
 def export_onnx(model, im, file, opset=12, train=False, dynamic=False, simplify=False, prefix=colorstr("ONNX:")):
     """Export with the TorchScript-based exporter, check (and simplify) the graph, store stride and names."""
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__}...")
+    opset = lowest_opset(model, opset, prefix)
     f = file.with_suffix(".onnx")
     outputs = onnx_output_names(model, train)
     with quiet_tracing():
@@ -167,6 +169,15 @@ def export_onnx(model, im, file, opset=12, train=False, dynamic=False, simplify=
         prop.key, prop.value = k, json.dumps(v)
     onnx.save(model_onnx, str(f))
     return f
+
+
+def lowest_opset(model, opset, prefix):
+    """`opset`, raised (with one line saying so) to the lowest opset the model's blocks need (grid_sample: 16)."""
+    need, names = required_opset(model)
+    if need <= opset:
+        return opset
+    LOGGER.info(f"{prefix} opset {opset} raised to {need}, the lowest that {', '.join(names)} needs")
+    return need
 
 
 def simplify_onnx(model_onnx, prefix):

@@ -149,3 +149,11 @@ def build_block(name, c1, c2=None, *args, **kwargs):
     Further arguments follow the block's constructor (a conv replacement's k, s), keywords its options (reduction).
     """
     return REGISTRY[name].build(c1, c1 if c2 is None else c2, *args, **kwargs)
+
+
+def required_opset(model):
+    """(lowest ONNX opset the model's modules declare they need or 0, names of the modules that need it)."""
+    by_class = {e.cls: e for e in entries() if e.opset}
+    needs = [by_class[type(m)] for m in model.modules() if type(m) in by_class]
+    top = max((e.opset for e in needs), default=0)
+    return top, sorted({e.name for e in needs if e.opset == top})
