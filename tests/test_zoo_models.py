@@ -15,7 +15,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.config import ModelConfigError, load_model_yaml
 from models.rebase import VARIANT_LAYOUT, place
 from models.registry import REGISTRY, build_block, entries
-from models.variants import README, orphans, readme_with_table, render, variant_entries, variant_file
+from models.variants import (
+    HEADER,
+    README,
+    _gflops,
+    model_cost,
+    orphans,
+    readme_with_table,
+    readme_zoo_rows,
+    render,
+    variant_entries,
+    variant_file,
+    zoo_cells,
+)
 from models.yolo import Model
 from utils.general import LOGGER
 from utils.torch_utils import exact_flops
@@ -277,13 +289,33 @@ def test_variant_yamls_are_generated_from_the_registry(variant):
     assert variant_file(ZOO[variant]).read_text() == render(ZOO[variant]), "run: python -m models.variants --write"
 
 
-def test_every_block_has_a_placement_and_the_readme_table_is_the_registry():
+def test_every_block_has_a_placement_and_a_readme_row_from_the_registry():
+    """Name, paper and placement columns, one row per block in registration order; the costs: the slow test below."""
     assert all(e.placement is not None for e in entries(attention=True)), "a block without placement="
     assert not orphans(), "variant yamls of blocks no longer registered: python -m models.variants --write"
+    rows = readme_zoo_rows(README.read_text())
+    assert [r[:3] for r in rows] == [zoo_cells(e) for e in variant_entries()], "run: python -m models.variants --write"
+    assert all(len(r) == len(HEADER.strip("|").split(" | ")) for r in rows)
+
+
+@pytest.mark.slow
+def test_readme_zoo_table_is_generated():
+    """The whole table, params and exact GFLOPs added to yolov5s at 640 included (one model build per block)."""
     text = README.read_text()
-    assert text == readme_with_table(text), "README zoo table is stale: python -m models.variants --write"
-    for e in entries(attention=True):
-        assert f"| `{e.name}`" in text
+    assert text == readme_with_table(text, refresh=True), "stale: python -m models.variants --write --refresh"
+
+
+def test_zoo_costs_match_a_normal_build():
+    """model_cost probes strides on the meta device: the same parameters and exact FLOPs as a normal build."""
+    model = _built("yolov5n_SOCA.yaml")
+    assert model_cost("yolov5n_SOCA.yaml") == (sum(p.numel() for p in model.parameters()), exact_flops(model, 640))
+    assert [_gflops(f) for f in (0, 65_536, 5_120, -236_000_000, 3_774_971_904)] == [
+        "0",
+        "+0.0000655",
+        "+0.00000512",
+        "-0.236",
+        "+3.77",
+    ]
 
 
 def test_variant_insertion_renumbers_from_indices():
