@@ -233,3 +233,23 @@ def test_coreml_model_with_image_input_and_metadata(n2_weights, tmp_path):
     assert spec.neuralNetwork.preprocessing[0].scaler.channelScale == pytest.approx(1 / 255)
     with pytest.raises(BackendError, match="CoreML models run on Apple devices"):
         DetectMultiBackend(f)
+
+
+def test_opset_raised_to_what_the_blocks_need(tmp_path, monkeypatch):
+    """DeformableAttention's grid_sample needs opset 16: export.py raises the default 12 and says so in one line."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(1)
+    with captured_log() as lines:
+        (f,) = run(cfg="yolov5n_DeformableAttention.yaml", include=["onnx"], imgsz=(64, 96))
+    assert any("opset 12 raised to 16, the lowest that DeformableAttention needs" in ln for ln in lines)
+    assert onnx.load(str(f)).opset_import[0].version == 16
+    torch.manual_seed(1)
+    model = Model("yolov5n_DeformableAttention.yaml").fuse().eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)[0].numpy()
+    (y,) = onnx_predict(f, x)
+    np.testing.assert_allclose(normalised(y, 64, 96), normalised(expected, 64, 96), atol=TOL)
+    with captured_log() as lines:
+        run(cfg="yolov5n_SE.yaml", include=["onnx"], imgsz=(64, 96))
+    assert not any("opset 12 raised" in ln for ln in lines)  # blocks that need nothing more stay at the default
