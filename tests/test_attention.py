@@ -321,6 +321,7 @@ def test_seed_dynamic_conv2d_arguments():
     assert m(torch.randn(2, 32, 9, 6)).shape == (2, 16, 9, 6) and m.weight.shape == (4, 16, 32, 1, 1)
 
 
+@pytest.mark.slow  # one spawned process per block and level, each importing torch and the zoo
 def test_speed_benchmark_tiny(capsys):
     from benchmarks import attention_speed
 
