@@ -30,6 +30,7 @@ from utils.general import (  # noqa: E402
     scale_coords,
     xyxy2xywh,
 )
+from utils.heatmaps import Heatmaps  # noqa: E402
 from utils.plots import Annotator, colors, save_one_box, visualize_features  # noqa: E402
 from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
 from utils.torch_utils import select_device, time_sync  # noqa: E402
@@ -246,6 +247,9 @@ def run(
     augment=False,
     visualize=False,
     data=ROOT / "data/coco128.yaml",
+    heatmap=False,
+    heatmap_layer=None,
+    heatmap_method="EigenCAM",
 ):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
@@ -254,6 +258,7 @@ def run(
     device = select_device(device)
     model, stride, names = load_model(weights, device, half, data=data)
     half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
+    heatmaps = Heatmaps(model, heatmap_layer, heatmap_method, conf_thres) if heatmap else None
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
     view_img = check_imshow() if (view_img or webcam) else False
@@ -295,6 +300,8 @@ def run(
                 if len(det):
                     det[:, :4] = scale_coords(im.shape[2:], det[:, :4], im0.shape).round()
                     log += describe(det, names)
+                if heatmaps:
+                    heatmaps.save(save_dir, im, i, det, p, im0, frame, dataset.mode)
                 sink.handle(i, det, p, im0, frame, dataset.mode, cap)
                 LOGGER.info(f"{log}Done. ({t3 - t2:.3f}s)")
     finally:
@@ -342,6 +349,9 @@ def parse_opt(argv=None):
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
     parser.add_argument("--half", action="store_true", help="FP16 inference on CUDA; bfloat16 autocast on CPU (.pt)")
+    parser.add_argument("--heatmap", action="store_true", help="save class-activation heatmaps to <run>/heatmaps (.pt)")
+    parser.add_argument("--heatmap-layer", nargs="+", type=int, help="layer indices for --heatmap (default: Detect's)")
+    parser.add_argument("--heatmap-method", default="EigenCAM", help="grad-cam method for --heatmap, e.g. GradCAM")
     opt = parser.parse_args(argv)
     opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     print_args(Path(__file__).stem, opt)
