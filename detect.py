@@ -60,9 +60,10 @@ def check_imshow():
         return False
 
 
-def load_model(weights, device, half, data=None):
-    """A DetectMultiBackend (.pt or an ensemble of them, .torchscript, .onnx, *_openvino_model/), stride, names."""
-    model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
+def load_model(weights, device, half, data=None, trust=False):
+    """A DetectMultiBackend (.pt, .safetensors or an ensemble of them, .torchscript, .onnx, *_openvino_model/),
+    stride, names."""
+    model = DetectMultiBackend(weights, device=device, data=data, fp16=half, trust=trust)
     return model, model.stride, model.names
 
 
@@ -246,13 +247,14 @@ def run(
     augment=False,
     visualize=False,
     data=ROOT / "data/coco128.yaml",
+    trust_weights=False,
 ):
     """Detect objects in source with weights; writes results under project/name and returns that folder."""
     source, save_img = str(source), not nosave
     if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
         source = download_url(source)
     device = select_device(device)
-    model, stride, names = load_model(weights, device, half, data=data)
+    model, stride, names = load_model(weights, device, half, data=data, trust=trust_weights)
     half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
@@ -342,6 +344,7 @@ def parse_opt(argv=None):
     parser.add_argument("--hide-labels", action="store_true", help="hide labels")
     parser.add_argument("--hide-conf", action="store_true", help="hide confidences")
     parser.add_argument("--half", action="store_true", help="FP16 inference on CUDA; bfloat16 autocast on CPU (.pt)")
+    parser.add_argument("--trust-weights", action="store_true", help="load a .pt even on a torch below 2.10 (CVEs)")
     opt = parser.parse_args(argv)
     opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     print_args(Path(__file__).stem, opt)

@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from models.backends import DetectMultiBackend  # noqa: E402
+from utils.atomic import WriteError  # noqa: E402
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (  # noqa: E402
@@ -197,9 +198,9 @@ def spare_core_workers(workers, device):
     return min(workers, max(0, (os.cpu_count() or 1) - torch.get_num_threads()))
 
 
-def _load_model(weights, device, imgsz, half, data):
+def _load_model(weights, device, imgsz, half, data, trust=False):
     """DetectMultiBackend for any exported format; names from the model, else from --data."""
-    model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
+    model = DetectMultiBackend(weights, device=device, data=data, fp16=half, trust=trust)
     stride = model.stride
     imgsz = check_img_size(imgsz, s=stride)
     data = check_dataset(data)
@@ -224,24 +225,26 @@ def _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rec
     )[0]
 
 
+def _plot_in_background(*args):
+    """plot_images in a thread: a failed write (full disk) is one warning line, not a thread traceback."""
+    try:
+        plot_images(*args)
+    except WriteError as e:
+        LOGGER.warning(f"WARNING: {e}")
+
+
 def _plot_batch(batch_i, im, targets, out, paths, run):
     if batch_i >= 3:
         return
     names = run.names
-    Thread(
-        target=plot_images,
-        args=(im, targets, paths, run.save_dir / f"val_batch{batch_i}_labels.jpg", names),
-        daemon=True,
-    ).start()
-    Thread(
-        target=plot_images,
-        args=(im, output_to_target(out), paths, run.save_dir / f"val_batch{batch_i}_pred.jpg", names),
-        daemon=True,
-    ).start()
+    for kind, boxes in (("labels", targets), ("pred", output_to_target(out))):
+        args = (im, boxes, paths, run.save_dir / f"val_batch{batch_i}_{kind}.jpg", names)
+        Thread(target=_plot_in_background, args=args, daemon=True).start()
 
 
-def _summarise(run, nc, plots, verbose, training):
-    """ap_per_class over everything seen; logs the `all` row (and per class); returns metrics and per-class AP."""
+def _summarise(run, nc, plots, verbose, training, split="val"):
+    """ap_per_class over everything seen; logs the `all` row (and per class), or a warning when the split has no
+    labels; returns metrics and per-class AP."""
     stats = [np.concatenate(x, 0) for x in zip(*run.stats)] if run.stats else []
     mp = mr = map50 = map_ = 0.0
     ap_class, ap50, ap, p, r = [], [], [], [], []
@@ -251,6 +254,8 @@ def _summarise(run, nc, plots, verbose, training):
         mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
     nt = np.bincount(stats[3].astype(np.int64), minlength=nc) if len(stats) else np.zeros(1)
     LOGGER.info(ROW % ("all", run.seen, nt.sum(), mp, mr, map50, map_))
+    if nt.sum() == 0:
+        LOGGER.warning(f"WARNING: no labels found in {split} set, can not compute metrics without labels")
     if (verbose or (nc < 50 and not training)) and nc > 1 and len(stats):
         for i, c in enumerate(ap_class):
             LOGGER.info(ROW % (run.names[c], run.seen, nt[c], p[i], r[i], ap50[i], ap[i]))
@@ -307,6 +312,7 @@ def run(
     plots=True,
     compute_loss=None,
     augment=False,
+    trust_weights=False,
 ):
     """Validate; returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms)."""
     training = model is not None
@@ -321,7 +327,7 @@ def run(
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         half = device.type != "cpu" if half is None else half  # None: FP16 on CUDA, as v6.1's default
-        model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data)
+        model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data, trust_weights)
         half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
         if not model.dynamic:
             batch_size = 1
@@ -360,7 +366,7 @@ def run(
                 save_one_json(predn, r.jdict, path, class_map)
         if plots:
             _plot_batch(batch_i, im, targets, out, paths, r)
-    metrics, maps = _summarise(r, nc, plots, verbose, training)
+    metrics, maps = _summarise(r, nc, plots, verbose, training, task if task in ("train", "val", "test") else "val")
     t = tuple(x / max(r.seen, 1) * 1e3 for x in r.dt)
     if plots:
         r.confusion.plot(save_dir=r.save_dir, names=list(names.values()))
@@ -427,6 +433,7 @@ def parse_opt(argv=None):
     parser.add_argument("--name", default="exp", help="save to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     parser.add_argument("--half", action="store_true", help="FP16 inference on CUDA; bfloat16 autocast on CPU (.pt)")
+    parser.add_argument("--trust-weights", action="store_true", help="load a .pt even on a torch below 2.10 (CVEs)")
     opt = parser.parse_args(argv)
     opt.data = check_yaml(opt.data)
     opt.save_json |= str(opt.data).endswith("coco.yaml")
@@ -452,6 +459,6 @@ def main(opt):
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError, ConnectionError, pickle.UnpicklingError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, pickle.UnpicklingError, WriteError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

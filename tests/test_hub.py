@@ -16,7 +16,7 @@ from PIL import Image
 import detect
 import hubconf
 from models.autoshape import AutoShape, Detections
-from utils.checkpoints import load_checkpoint
+from models.loading import load_checkpoint
 
 from conftest import RACCOON_VAL, WEIGHTS, captured_log
 
