@@ -42,11 +42,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.loading import load_checkpoint, ready_model  # noqa: E402
+from models.loading import load_checkpoint, ready_model
 from models.yolo import Detect, Model  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
-from utils.safetensors_file import save_safetensors  # noqa: E402
+from utils.safetensors_file import save_safetensors
 from utils.sources import LoadImages  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 

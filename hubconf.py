@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 
 from models.autoshape import AutoShape  # noqa: E402
 from models.backends import DetectMultiBackend  # noqa: E402
-from models.loading import load_checkpoint  # noqa: E402
+from models.loading import load_checkpoint
 from models.yolo import Model  # noqa: E402
 from utils.downloads import attempt_download  # noqa: E402
 from utils.general import LOGGER  # noqa: E402

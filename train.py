@@ -25,15 +25,15 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import val  # noqa: E402
-from models.loading import attempt_load, load_checkpoint  # noqa: E402
+from models.loading import attempt_load, load_checkpoint
 from models.yolo import Model  # noqa: E402
-from utils.atomic import WriteError, atomic_write, is_write_failure  # noqa: E402
+from utils.atomic import WriteError, atomic_write, is_write_failure
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import check_train_batch_size  # noqa: E402
-from utils.checkpoints import save_checkpoint  # noqa: E402
+from utils.checkpoints import save_checkpoint
 from utils.datasets import check_label_classes, create_dataloader, set_loader_epoch  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
-from utils.evolve import evolve  # noqa: E402
+from utils.evolve import evolve
 from utils.general import (  # noqa: E402
     LOGGER,
     check_file,
@@ -51,7 +51,7 @@ from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
-from utils.safetensors_file import save_safetensors  # noqa: E402
+from utils.safetensors_file import save_safetensors
 from utils.torch_utils import (  # noqa: E402
     LOCAL_RANK,
     RANK,

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from models.backends import DetectMultiBackend  # noqa: E402
-from utils.atomic import WriteError  # noqa: E402
+from utils.atomic import WriteError
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (  # noqa: E402
