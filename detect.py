@@ -61,9 +61,10 @@ def check_imshow():
         return False
 
 
-def load_model(weights, device, half, data=None):
-    """A DetectMultiBackend (.pt or an ensemble of them, .torchscript, .onnx, *_openvino_model/), stride, names."""
-    model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
+def load_model(weights, device, half, data=None, trust=False):
+    """A DetectMultiBackend (.pt, .safetensors or an ensemble of them, .torchscript, .onnx, *_openvino_model/),
+    stride, names."""
+    model = DetectMultiBackend(weights, device=device, data=data, fp16=half, trust=trust)
     return model, model.stride, model.names
 
 
@@ -250,64 +251,68 @@ def run(
     heatmap=False,
     heatmap_layer=None,
     heatmap_method="EigenCAM",
+    trust_weights=False,
 ):
-    """Detect objects in source with weights; writes results under project/name and returns that folder."""
+    """Detect objects in source with weights (v6.1's keyword API: detect.py and hub users call it); writes results
+    under project/name and returns that folder. The setup is here, the per-image work in detect_source()."""
     source, save_img = str(source), not nosave
     if is_url(source) and Path(urlsplit(source).path).suffix[1:].lower() in IMG_FORMATS + VID_FORMATS:
         source = download_url(source)
     device = select_device(device)
-    model, stride, names = load_model(weights, device, half, data=data)
-    half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
+    model, stride, names = load_model(weights, device, half, data=data, trust=trust_weights)
     heatmaps = Heatmaps(model, heatmap_layer, heatmap_method, conf_thres) if heatmap else None
     imgsz = _inference_size(imgsz, stride)
     dataset, webcam = make_dataset(source, imgsz, stride, auto=model.dynamic)
     view_img = check_imshow() if (view_img or webcam) else False
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    sink = ResultSink(
-        save_dir,
-        names,
-        len(dataset) if webcam else 1,
-        save_img,
-        save_txt,
-        save_conf,
-        save_crop,
-        view_img,
-        line_thickness,
-        hide_labels,
-        hide_conf,
-    )
+    flags = (save_img, save_txt, save_conf, save_crop, view_img, line_thickness, hide_labels, hide_conf)
+    sink = ResultSink(save_dir, names, len(dataset) if webcam else 1, *flags)
     if device.type != "cpu":  # warm up CUDA kernels before timing
         model.warmup(imgsz=(1, 3, *imgsz))
-    dt, seen = [0.0, 0.0, 0.0], 0
+    nms = {"conf_thres": conf_thres, "iou_thres": iou_thres, "classes": classes, "agnostic": agnostic_nms}
     try:
-        for path, im, im0s, cap, s in dataset:
-            t1 = time_sync()
-            im = preprocess(im, device, half)
-            t2 = time_sync()
-            with _visualizer(model.model if model.pt else model, save_dir, path) if visualize else nullcontext():
-                pred = model(im, augment=augment)[0]
-            t3 = time_sync()
-            pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
-            dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + time_sync() - t3]
-            for i, det in enumerate(pred):
-                seen += 1
-                if webcam:
-                    p, im0, frame, log = path[i], im0s[i].copy(), dataset.count, f"{i}: "
-                else:
-                    p, im0, frame, log = path, im0s.copy(), getattr(dataset, "frame", 0), s
-                log += "%gx%g " % im.shape[2:]
-                if len(det):
-                    det[:, :4] = scale_coords(im.shape[2:], det[:, :4], im0.shape).round()
-                    log += describe(det, names)
-                if heatmaps:
-                    heatmaps.save(save_dir, im, i, det, p, im0, frame, dataset.mode)
-                sink.handle(i, det, p, im0, frame, dataset.mode, cap)
-                LOGGER.info(f"{log}Done. ({t3 - t2:.3f}s)")
+        dt, seen = detect_source(
+            model, dataset, sink, {**nms, "max_det": max_det}, augment, visualize, webcam, heatmaps
+        )
     finally:
         sink.videos.close()
     _log_summary(dt, seen, imgsz, save_dir, save_txt, save_img)
     return save_dir
+
+
+def detect_source(model, dataset, sink, nms, augment=False, visualize=False, webcam=False, heatmaps=None):
+    """Every image or frame of dataset through model (a DetectMultiBackend) and NMS (keywords of
+    non_max_suppression); each image's detections, in its own pixels, go to sink (a ResultSink), and its heatmap
+    to `heatmaps` (utils.heatmaps.Heatmaps) when given.
+
+    Returns ([pre-process, inference, NMS] seconds summed, images seen)."""
+    half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
+    dt, seen = [0.0, 0.0, 0.0], 0
+    for path, im, im0s, cap, s in dataset:
+        t1 = time_sync()
+        im = preprocess(im, model.device, half)
+        t2 = time_sync()
+        with _visualizer(model.model if model.pt else model, sink.save_dir, path) if visualize else nullcontext():
+            pred = model(im, augment=augment)[0]
+        t3 = time_sync()
+        pred = non_max_suppression(pred, **nms)
+        dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + time_sync() - t3]
+        for i, det in enumerate(pred):
+            seen += 1
+            if webcam:
+                p, im0, frame, log = path[i], im0s[i].copy(), dataset.count, f"{i}: "
+            else:
+                p, im0, frame, log = path, im0s.copy(), getattr(dataset, "frame", 0), s
+            log += "%gx%g " % im.shape[2:]
+            if len(det):
+                det[:, :4] = scale_coords(im.shape[2:], det[:, :4], im0.shape).round()
+                log += describe(det, sink.names)
+            if heatmaps:  # before the sink draws the boxes onto im0
+                heatmaps.save(sink.save_dir, im, i, det, p, im0, frame, dataset.mode)
+            sink.handle(i, det, p, im0, frame, dataset.mode, cap)
+            LOGGER.info(f"{log}Done. ({t3 - t2:.3f}s)")
+    return dt, seen
 
 
 def parse_opt(argv=None):
@@ -352,6 +357,7 @@ def parse_opt(argv=None):
     parser.add_argument("--heatmap", action="store_true", help="save class-activation heatmaps to <run>/heatmaps (.pt)")
     parser.add_argument("--heatmap-layer", nargs="+", type=int, help="layer indices for --heatmap (default: Detect's)")
     parser.add_argument("--heatmap-method", default="EigenCAM", help="grad-cam method for --heatmap, e.g. GradCAM")
+    parser.add_argument("--trust-weights", action="store_true", help="load a .pt even on a torch below 2.10 (CVEs)")
     opt = parser.parse_args(argv)
     opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     print_args(Path(__file__).stem, opt)

@@ -1,13 +1,15 @@
-"""Export a YOLOv5 model to TorchScript, ONNX and OpenVINO, writing the files next to the weights.
+"""Export a YOLOv5 model to SafeTensors, TorchScript, ONNX and OpenVINO, writing the files next to the weights.
 
 Usage:
     python export.py --weights yolov5s.pt --include torchscript onnx openvino --img 640 640 --batch-size 1
     python export.py --weights yolov5n.pt --include onnx --dynamic --simplify --opset 12
     python export.py --weights best.pt --include openvino --int8 --data data.yaml   # INT8, calibrated on train images
     python export.py --cfg yolov5n_SE.yaml --include onnx     # this project's extra: a random-init model from a yaml
+    python export.py --weights best.pt --include safetensors  # pickle-free weights (FP16; --float32 for FP32)
 
 Format       --include     file                      runs with
 PyTorch      -             yolov5s.pt                torch
+SafeTensors  safetensors   yolov5s.safetensors       torch (FP16 state_dict; model yaml, names, stride as metadata)
 TorchScript  torchscript   yolov5s.torchscript       torch (config.txt extra file: shape, stride, names as JSON)
 ONNX         onnx          yolov5s.onnx              onnxruntime (input `images`, output `output`; stride, names)
 OpenVINO     openvino      yolov5s_openvino_model/   openvino (yolov5s.xml/.bin and metadata.yaml: stride, names)
@@ -27,6 +29,7 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +42,16 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.experimental import attempt_load  # noqa: E402
-from models.registry import required_opset  # noqa: E402
+from models.loading import load_checkpoint, ready_model
+from models.registry import required_opset
 from models.yolo import Detect, Model  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
 from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
+from utils.safetensors_file import save_safetensors
 from utils.sources import LoadImages  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
-FORMATS = ("torchscript", "onnx", "openvino", "coreml")  # export order
+FORMATS = ("safetensors", "torchscript", "onnx", "openvino", "coreml")  # export order
 REFUSED = {
     "engine": "TensorRT needs an NVIDIA GPU with the tensorrt package",
     "saved_model": "TensorFlow formats are not supported (TensorFlow is not a dependency)",
@@ -98,6 +102,17 @@ def detect_head(model):
 def export_metadata(model):
     """The facts a runtime needs besides the graph: the largest stride and the class names."""
     return {"stride": int(max(model.stride)), "names": list(model.names)}
+
+
+def export_safetensors(ckpt, file, float32=False, prefix=colorstr("SafeTensors:")):
+    """The unfused state_dict (FP16, FP32 with --float32) with the metadata that rebuilds the model."""
+    import safetensors
+
+    LOGGER.info(f"\n{prefix} starting export with safetensors {safetensors.__version__}...")
+    f = file.with_suffix(".safetensors")
+    if f.resolve() == file.resolve():
+        raise ValueError(f"{f} is the input file; copy it under another name to convert it")
+    return save_safetensors(ckpt.get("ema") or ckpt["model"], f, ckpt, float32)
 
 
 def export_torchscript(model, im, file, optimize=False, dynamic=False, prefix=colorstr("TorchScript:")):
@@ -272,16 +287,18 @@ def timed_export(prefix, export_fn):
     return f
 
 
-def load_export_model(weights, cfg, device):
-    """A fused float32 model and the path the exported files are named after."""
+def load_export_model(weights, cfg, device, trust=False):
+    """(fused float32 model, the checkpoint with the unfused model for --include safetensors, the path the exported
+    files are named after)."""
     if weights and cfg:
         raise ValueError("export.py: pass exactly one of --weights W.pt or --cfg model.yaml")
     weights = weights or ("" if cfg else ROOT / "yolov5s.pt")  # v6.1's default weights
     if cfg:
-        model = Model(cfg).to(device).fuse()
-        return model, Path.cwd() / f"{Path(cfg).stem}.pt"
-    weights = attempt_download(weights)
-    return attempt_load(weights, map_location=device, inplace=True, fuse=True), Path(weights)
+        ckpt, file = {"model": Model(cfg).to(device)}, Path.cwd() / f"{Path(cfg).stem}.pt"
+    else:
+        weights = attempt_download(weights)
+        ckpt, file = load_checkpoint(weights, map_location=device, trust=trust), Path(weights)
+    return ready_model(deepcopy(ckpt.get("ema") or ckpt["model"]), inplace=True, fuse=True), ckpt, file
 
 
 def check_names(model, source):
@@ -306,9 +323,11 @@ def has_xnnpack():
     return torch.backends.xnnpack.enabled
 
 
-def check_options(include, imgsz, batch_size, device, half, optimize, train, int8=False):
+def check_options(include, imgsz, batch_size, device, half, optimize, train, int8=False, float32=False):
     """Validated formats, [h, w] and device; ValueError with one line for impossible combinations."""
     include = check_formats(include)
+    if float32 and "safetensors" not in include:
+        raise ValueError("export.py: --float32 sets the precision of the safetensors export: add --include safetensors")
     imgsz = check_export_size(imgsz)
     if batch_size < 1:
         raise ValueError(f"export.py: --batch-size must be >= 1, got {batch_size}")
@@ -358,11 +377,13 @@ def run(
     simplify=False,
     opset=12,
     data=ROOT / "data/coco128.yaml",
+    float32=False,
+    trust_weights=False,
 ):
     """Export --weights (or a random-init --cfg model) to the --include formats; returns the files written."""
     t = time.time()
-    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train, int8)
-    model, file = load_export_model(weights, cfg, device)
+    include, imgsz, device = check_options(include, imgsz, batch_size, device, half, optimize, train, int8, float32)
+    model, ckpt, file = load_export_model(weights, cfg, device, trust_weights)
     check_names(model, cfg or weights)
     imgsz = check_img_size(imgsz, s=int(max(model.stride)))
     im = torch.zeros(batch_size, 3, *imgsz, device=device)
@@ -375,6 +396,7 @@ def run(
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {source} with output shape {tuple(y[0].shape)}")
     int8_images = calibration_images(data, imgsz, batch_size) if int8 else None
     exporters = {
+        "safetensors": lambda prefix: export_safetensors(ckpt, file, float32, prefix=prefix),
         "torchscript": lambda prefix: export_torchscript(model, im, file, optimize, dynamic, prefix=prefix),
         "onnx": lambda prefix: export_onnx(model, im, file, opset, train, dynamic, simplify, prefix=prefix),
         "openvino": lambda prefix: export_openvino(file, export_metadata(model), half, int8_images, prefix=prefix),
@@ -391,11 +413,17 @@ def run(
 
 def fmt_name(fmt):
     """Display name of an --include value."""
-    return {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO", "coreml": "CoreML"}[fmt]
+    return {
+        "safetensors": "SafeTensors",
+        "torchscript": "TorchScript",
+        "onnx": "ONNX",
+        "openvino": "OpenVINO",
+        "coreml": "CoreML",
+    }[fmt]
 
 
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript, ONNX and OpenVINO")
+    parser = argparse.ArgumentParser(description="Export a YOLOv5 model to SafeTensors, TorchScript, ONNX and OpenVINO")
     parser.add_argument("--weights", type=str, default=None, help="model.pt path or a v6.1 name (default yolov5s.pt)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml: random-init model instead of --weights")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
@@ -410,6 +438,8 @@ def parse_opt(argv=None):
     parser.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch and size")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim")
     parser.add_argument("--opset", type=int, default=12, help="ONNX: opset version")
+    parser.add_argument("--float32", action="store_true", help="SafeTensors: FP32 tensors (default FP16)")
+    parser.add_argument("--trust-weights", action="store_true", help="load a .pt even on a torch below 2.10 (CVEs)")
     parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help=f"formats: {', '.join(FORMATS)}")
     opt = parser.parse_args(argv)
     print_args(Path(__file__).stem, opt)

@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +25,15 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import val  # noqa: E402
-from models.experimental import attempt_load  # noqa: E402
+from models.loading import attempt_load, load_checkpoint
 from models.yolo import Model  # noqa: E402
+from utils.atomic import WriteError, atomic_write, is_write_failure
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import check_train_batch_size  # noqa: E402
-from utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from utils.checkpoints import save_checkpoint
 from utils.datasets import check_label_classes, create_dataloader, set_loader_epoch  # noqa: E402
 from utils.downloads import attempt_download, check_dataset  # noqa: E402
+from utils.evolve import evolve
 from utils.general import (  # noqa: E402
     LOGGER,
     check_file,
@@ -50,6 +51,7 @@ from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
+from utils.safetensors_file import save_safetensors
 from utils.torch_utils import (  # noqa: E402
     LOCAL_RANK,
     RANK,
@@ -57,8 +59,8 @@ from utils.torch_utils import (  # noqa: E402
     ModelEMA,
     channels_last,
     de_parallel,
+    init_ddp,
     keep_freed_memory,
-    select_device,
 )
 from utils.train_utils import (  # noqa: E402
     MAX_NONFINITE,
@@ -77,6 +79,7 @@ from utils.train_utils import (  # noqa: E402
     training_checkpoint,
     warmup_iterations,
     warmup_values,
+    write_failure,
 )
 from utils.transfer import log_transfer, transfer_weights  # noqa: E402
 
@@ -91,6 +94,7 @@ class Trainer:
         self.save_dir = Path(opt.save_dir)
         self.wdir = self.save_dir / "weights"
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
+        self.saved_epoch = None  # epoch of the last last.pt written whole (for the message of a failed write)
         self.hyp = self._load_hyp(hyp)
         self.main = RANK in (-1, 0)
         self.plots = not opt.evolve
@@ -113,11 +117,9 @@ class Trainer:
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
         if RANK in (-1, 0) and not self.opt.evolve:
             self.wdir.mkdir(parents=True, exist_ok=True)
-            with open(self.save_dir / "hyp.yaml", "w") as f:
-                yaml.safe_dump(hyp, f, sort_keys=False)
-            with open(self.save_dir / "opt.yaml", "w") as f:
-                opts = {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()}
-                yaml.safe_dump(opts, f, sort_keys=False)
+            opts = {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.opt).items()}
+            for name, d in (("hyp.yaml", hyp), ("opt.yaml", opts)):
+                atomic_write(self.save_dir / name, lambda f, d=d: f.write(yaml.safe_dump(d, sort_keys=False).encode()))
         return dict(hyp)
 
     def build_model(self):
@@ -125,7 +127,7 @@ class Trainer:
         opt, w = self.opt, str(self.opt.weights)
         self.ckpt = None
         if w:  # any checkpoint file (.pt, .PT, .pth): load_checkpoint says clearly what it is not
-            self.ckpt = load_checkpoint(w, map_location="cpu")
+            self.ckpt = load_checkpoint(w, map_location="cpu", trust=opt.trust_weights)
             src = self.ckpt["model"].float()  # training weights; the EMA is restored separately on --resume
             model = Model(opt.cfg or src.yaml, ch=3, nc=self.nc, anchors=self.hyp.get("anchors"))
             skip_anchors = bool(opt.cfg or self.hyp.get("anchors")) and not opt.resume
@@ -176,6 +178,7 @@ class Trainer:
             return
         self.exact = ckpt.get("exact")
         self.start_epoch = ckpt["epoch"] + 1
+        self.saved_epoch = ckpt["epoch"]
         if self.start_epoch <= 0:
             raise ValueError(
                 f"{opt.weights} training to {opt.epochs} epochs is finished, nothing to resume.\n"
@@ -247,6 +250,15 @@ class Trainer:
         m.class_weights = labels_to_class_weights(self.dataset.labels, self.nc).to(self.device) * self.nc
 
     def fit(self):
+        """Train; a failed write (full disk) ends in one line naming the file and the last intact checkpoint."""
+        try:
+            return self._fit()
+        except OSError as e:
+            if not is_write_failure(e):
+                raise
+            raise write_failure(e, self.save_dir, self.last, self.saved_epoch) from None
+
+    def _fit(self):
         self.build_model()
         self.build_optimizer()
         self.build_data()
@@ -403,6 +415,7 @@ class Trainer:
                 de_parallel(self.model), self.ema, self.scaler, self.last_opt_step, self.maps, self.stopper.best_epoch
             )
             save_checkpoint(ckpt, self.last)
+            self.saved_epoch = epoch
             if self.best_fitness == fi:
                 save_checkpoint(ckpt, self.best)
             if opt.save_period > 0 and epoch % opt.save_period == 0:
@@ -425,14 +438,16 @@ class Trainer:
         for f in self.last, self.best:
             if not f.exists():
                 continue
-            strip_optimizer(f)
+            stripped = strip_optimizer(load_checkpoint(f, trust=True), f)  # trusted: this run wrote it
+            if f is self.best and self.opt.save_safetensors:
+                LOGGER.info(f"Saved {save_safetensors(stripped['model'], f.with_suffix('.safetensors'), stripped)}")
             if f is self.best:
                 LOGGER.info(f"\nValidating {f}...")
                 self.results, _, _ = val.run(
                     self.data,
                     batch_size=self.batch_size // WORLD_SIZE * 2,
                     imgsz=self.imgsz,
-                    model=channels_last(attempt_load(f, self.device)),
+                    model=channels_last(attempt_load(f, self.device, trust=True)),
                     iou_thres=0.65 if self.is_coco else 0.60,
                     single_cls=self.opt.single_cls,
                     dataloader=self.val_loader,
@@ -495,6 +510,8 @@ def parse_opt(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
     parser.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (bit-identical runs)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
+    parser.add_argument("--save-safetensors", action="store_true", help="also write best.safetensors (FP16)")
+    parser.add_argument("--trust-weights", action="store_true", help="load a .pt even on a torch below 2.10 (CVEs)")
     parser.add_argument("--save-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="DDP parameter, do not modify")
     return parser.parse_args(argv)
@@ -518,7 +535,7 @@ def resume_options(opt):
     with open(opt_yaml, errors="ignore") as f:
         saved = yaml.safe_load(f)
     new = argparse.Namespace(**{**vars(parse_opt([])), **saved})
-    new.cfg, new.weights, new.resume = "", str(ckpt), True
+    new.cfg, new.weights, new.resume, new.trust_weights = "", str(ckpt), True, opt.trust_weights
     new.hyp = str(ckpt.parent.parent / "hyp.yaml")
     LOGGER.info(f"Resuming training from {ckpt}")
     return new
@@ -544,48 +561,6 @@ def check_options(opt):
     return opt
 
 
-def init_ddp(opt):
-    """torch.distributed.run sets LOCAL_RANK: one process per device (gloo on CPU, nccl on CUDA)."""
-    device = select_device(opt.device, batch_size=opt.batch_size)
-    if LOCAL_RANK == -1:
-        return device
-    if opt.batch_size == -1:
-        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
-    if opt.batch_size % WORLD_SIZE:
-        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
-    if opt.evolve:
-        raise ValueError("--evolve is not compatible with DDP")
-    if device.type == "cuda":
-        torch.cuda.set_device(LOCAL_RANK)
-        device = torch.device("cuda", LOCAL_RANK)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-def evolve(opt, device):
-    """--evolve N: N generations of mutated hyps, each trained once; evolve.csv and hyp_evolve.yaml kept."""
-    from utils.evolve import constrain, mutate, record_generation
-    from utils.plots import plot_evolve
-
-    with open(opt.hyp, errors="ignore") as f:
-        hyp = constrain(yaml.safe_load(f))
-    opt.noval, opt.nosave = True, True
-    save_dir, rng = Path(opt.save_dir), np.random.default_rng(opt.seed)
-    evolve_csv = save_dir / "evolve.csv"
-    save_dir.mkdir(parents=True, exist_ok=True)
-    for gen in range(opt.evolve):
-        trial = mutate(hyp, evolve_csv, rng) if evolve_csv.exists() else dict(hyp)
-        LOGGER.info(f"{colorstr('evolve: ')}generation {gen + 1}/{opt.evolve}")
-        results = train(deepcopy(trial), opt, device)
-        record_generation(results, trial, save_dir)
-    plot_evolve(evolve_csv)
-    LOGGER.info(
-        f"Hyperparameter evolution finished {opt.evolve} generations\n"
-        f"Results saved to {colorstr('bold', save_dir)}\n"
-        f"Usage example: $ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}"
-    )
-
-
 def main(opt):
     if RANK in (-1, 0):
         print_args(Path(__file__).stem, opt)
@@ -599,7 +574,7 @@ def main(opt):
     try:
         with RunLock(opt.save_dir) if RANK in (-1, 0) else nullcontext():
             if opt.evolve:
-                evolve(opt, device)
+                evolve(opt, lambda hyp: train(hyp, opt, device))
             else:
                 train(opt.hyp, opt, device)
     finally:
@@ -619,6 +594,6 @@ def run(**kwargs):
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError, ConnectionError, NonFiniteLossError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, NonFiniteLossError, WriteError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from threading import Thread
 
@@ -20,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from models.backends import DetectMultiBackend  # noqa: E402
+from utils.atomic import WriteError
 from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
 from utils.downloads import check_dataset  # noqa: E402
 from utils.general import (  # noqa: E402
@@ -41,6 +43,7 @@ from utils.torch_utils import keep_freed_memory, select_device, time_sync  # noq
 STUDY_SIZES = range(256, 1536 + 128, 128)  # v6.1's --task study image sizes
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4
 HEADER = ("%20s" + "%11s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
+BAR = "{l_bar}{bar:10}{r_bar}"
 COCO80_TO_91 = [
     1,
     2,
@@ -197,9 +200,9 @@ def spare_core_workers(workers, device):
     return min(workers, max(0, (os.cpu_count() or 1) - torch.get_num_threads()))
 
 
-def _load_model(weights, device, imgsz, half, data):
+def _load_model(weights, device, imgsz, half, data, trust=False):
     """DetectMultiBackend for any exported format; names from the model, else from --data."""
-    model = DetectMultiBackend(weights, device=device, data=data, fp16=half)
+    model = DetectMultiBackend(weights, device=device, data=data, fp16=half, trust=trust)
     stride = model.stride
     imgsz = check_img_size(imgsz, s=stride)
     data = check_dataset(data)
@@ -208,7 +211,7 @@ def _load_model(weights, device, imgsz, half, data):
 
 def _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rect=True):
     pad, rect = (0.0, False) if task == "speed" else (0.5, rect)
-    split = task if task in ("train", "val", "test") else "val"
+    split = _split(task)
     if not data.get(split):
         raise ValueError(f"dataset has no '{split}' split")
     return create_dataloader(
@@ -224,24 +227,26 @@ def _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rec
     )[0]
 
 
+def _plot_in_background(*args):
+    """plot_images in a thread: a failed write (full disk) is one warning line, not a thread traceback."""
+    try:
+        plot_images(*args)
+    except WriteError as e:
+        LOGGER.warning(f"WARNING: {e}")
+
+
 def _plot_batch(batch_i, im, targets, out, paths, run):
     if batch_i >= 3:
         return
     names = run.names
-    Thread(
-        target=plot_images,
-        args=(im, targets, paths, run.save_dir / f"val_batch{batch_i}_labels.jpg", names),
-        daemon=True,
-    ).start()
-    Thread(
-        target=plot_images,
-        args=(im, output_to_target(out), paths, run.save_dir / f"val_batch{batch_i}_pred.jpg", names),
-        daemon=True,
-    ).start()
+    for kind, boxes in (("labels", targets), ("pred", output_to_target(out))):
+        args = (im, boxes, paths, run.save_dir / f"val_batch{batch_i}_{kind}.jpg", names)
+        Thread(target=_plot_in_background, args=args, daemon=True).start()
 
 
-def _summarise(run, nc, plots, verbose, training):
-    """ap_per_class over everything seen; logs the `all` row (and per class); returns metrics and per-class AP."""
+def _summarise(run, nc, plots, verbose, training, split="val"):
+    """ap_per_class over everything seen; logs the `all` row (and per class), or a warning when the split has no
+    labels; returns metrics and per-class AP."""
     stats = [np.concatenate(x, 0) for x in zip(*run.stats)] if run.stats else []
     mp = mr = map50 = map_ = 0.0
     ap_class, ap50, ap, p, r = [], [], [], [], []
@@ -251,6 +256,8 @@ def _summarise(run, nc, plots, verbose, training):
         mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
     nt = np.bincount(stats[3].astype(np.int64), minlength=nc) if len(stats) else np.zeros(1)
     LOGGER.info(ROW % ("all", run.seen, nt.sum(), mp, mr, map50, map_))
+    if nt.sum() == 0:
+        LOGGER.warning(f"WARNING: no labels found in {split} set, can not compute metrics without labels")
     if (verbose or (nc < 50 and not training)) and nc > 1 and len(stats):
         for i, c in enumerate(ap_class):
             LOGGER.info(ROW % (run.names[c], run.seen, nt[c], p[i], r[i], ap50[i], ap[i]))
@@ -280,6 +287,32 @@ def _save_json(run, weights, data):
     return ev.stats[:2]
 
 
+def _split(task):
+    """The dataset split a task reads: train, val or test (speed and study read val)."""
+    return task if task in ("train", "val", "test") else "val"
+
+
+def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_cls, half, trust_weights):
+    """val.py on its own: device, model (any exported format) and the split's loader.
+
+    Returns (device, model, dataloader, data dict, half, batch size, image size)."""
+    device = select_device(device, batch_size=batch_size)
+    keep_freed_memory()
+    workers = spare_core_workers(workers, device)
+    half = device.type != "cpu" if half is None else half  # None: FP16 on CUDA, as v6.1's default
+    model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data, trust_weights)
+    if not model.dynamic:
+        batch_size = 1
+        LOGGER.info(
+            f"Forcing --batch-size 1 square inference shape(1,3,{imgsz},{imgsz}) for a model "
+            f"exported with a fixed input shape"
+        )
+    dataloader = _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rect=model.dynamic)
+    check_label_classes(dataloader.dataset, 1 if single_cls else int(data["nc"]))
+    half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
+    return device, model, dataloader, data, half, batch_size, imgsz
+
+
 @torch.no_grad()
 def run(
     data,
@@ -307,71 +340,116 @@ def run(
     plots=True,
     compute_loss=None,
     augment=False,
+    trust_weights=False,
 ):
-    """Validate; returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms)."""
+    """Validate (v6.1's keyword API, called by val.py, train.py and hub users): a model and loader from training,
+    or --weights in any exported format on the --data split; the scoring itself is evaluate().
+
+    Returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms)."""
     training = model is not None
     if training:
         device = next(model.parameters()).device
         half = half is not False and device.type != "cpu"  # None: FP16 on CUDA, as v6.1
         model.half() if half else model.float()
     else:
-        device = select_device(device, batch_size=batch_size)
-        keep_freed_memory()
-        workers = spare_core_workers(workers, device)
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        half = device.type != "cpu" if half is None else half  # None: FP16 on CUDA, as v6.1's default
-        model, stride, imgsz, data = _load_model(weights, device, imgsz, half, data)
-        half = model.fp16  # FP16 inputs for an FP16 model; bfloat16 autocast on CPU takes float32 ones
-        if not model.dynamic:
-            batch_size = 1
-            LOGGER.info(
-                f"Forcing --batch-size 1 square inference shape(1,3,{imgsz},{imgsz}) for a model "
-                f"exported with a fixed input shape"
-            )
-        dataloader = _make_loader(data, task, imgsz, batch_size, stride, single_cls, workers, rect=model.dynamic)
-        check_label_classes(dataloader.dataset, 1 if single_cls else int(data["nc"]))
+        options = (data, weights, batch_size, imgsz, task, device, workers, single_cls, half, trust_weights)
+        device, model, dataloader, data, half, batch_size, imgsz = _standalone(*options)
+    outputs = Outputs(
+        Path(save_dir), save_txt, save_hybrid, save_conf, save_json, plots, verbose, weights, _split(task)
+    )
+    scoring = dict(half=half, conf_thres=conf_thres, iou_thres=iou_thres, single_cls=single_cls, augment=augment)
+    results = evaluate(
+        model, dataloader, data, device, compute_loss=compute_loss, outputs=outputs, training=training, **scoring
+    )
+    if not training:
+        _log_outputs(Path(save_dir), results[2], (batch_size, 3, imgsz, imgsz), save_txt)
+    return results
+
+
+@dataclass
+class Outputs:
+    """What evaluate() writes and logs besides the metrics."""
+
+    save_dir: Path = Path("")
+    save_txt: bool = False
+    save_hybrid: bool = False
+    save_conf: bool = False
+    save_json: bool = False
+    plots: bool = True
+    verbose: bool = False
+    weights: object = None  # the --weights the predictions json is named after
+    split: str = "val"  # the split named by the no-labels warning
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    dataloader,
+    data,
+    device,
+    half=False,
+    conf_thres=0.001,
+    iou_thres=0.6,
+    single_cls=False,
+    augment=False,
+    compute_loss=None,
+    outputs=None,
+    training=False,
+):
+    """Score model's detections on every batch of dataloader against its labels (data: the dataset dict).
+
+    Returns ((P, R, mAP@.5, mAP@.5:.95, box, obj, cls losses), per-class mAP, (pre, inf, nms) ms per image)."""
+    o = outputs or Outputs()
     model.eval()
     nc = 1 if single_cls else int(data["nc"])
     names = dict(enumerate(model.names if hasattr(model, "names") else model.module.names))
     class_map = COCO80_TO_91 if str(data.get("val", "")).endswith("val2017.txt") else list(range(1000))
-    r = _Run(nc, names, Path(save_dir), device)
+    r = _Run(nc, names, o.save_dir, device)
     loss = torch.zeros(3, device=device)
-    pbar = tqdm(dataloader, desc=HEADER, bar_format="{l_bar}{bar:10}{r_bar}")
-    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
+    for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=HEADER, bar_format=BAR)):
         t1 = time_sync()
         im = (im.to(device, non_blocking=True).half() if half else im.to(device, non_blocking=True).float()) / 255
         targets = targets.to(device)
-        nb, _, height, width = im.shape
         t2 = time_sync()
         out, train_out = model(im, augment=augment)
         t3 = time_sync()
         if compute_loss:
             loss += compute_loss([x.float() for x in train_out], targets)[1]
-        targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
-        lb = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
-        out = non_max_suppression(out, conf_thres, iou_thres, labels=lb, multi_label=True, agnostic=single_cls)
+        out, targets = _nms(out, targets, im.shape, conf_thres, iou_thres, o.save_hybrid, single_cls)
         r.dt = [r.dt[0] + t2 - t1, r.dt[1] + t3 - t2, r.dt[2] + time_sync() - t3]
         r.score_batch(out, targets, im, paths, shapes, single_cls)
-        for predn, path, shape in r.last_batch:
-            if save_txt:
-                save_one_txt(predn, save_conf, shape, file=r.save_dir / "labels" / (path.stem + ".txt"))
-            if save_json:
-                save_one_json(predn, r.jdict, path, class_map)
-        if plots:
+        _save_batch(r, o, class_map)
+        if o.plots:
             _plot_batch(batch_i, im, targets, out, paths, r)
-    metrics, maps = _summarise(r, nc, plots, verbose, training)
-    t = tuple(x / max(r.seen, 1) * 1e3 for x in r.dt)
-    if plots:
+    metrics, maps = _summarise(r, nc, o.plots, o.verbose, training, o.split)
+    if o.plots:
         r.confusion.plot(save_dir=r.save_dir, names=list(names.values()))
-    if save_json and len(r.jdict):
-        coco = _save_json(r, weights, data)
+    if o.save_json and len(r.jdict):
+        coco = _save_json(r, o.weights, data)
         if coco is not None:
             metrics = (*metrics[:2], coco[1], coco[0])
     model.float()
-    if not training:
-        _log_outputs(r.save_dir, t, (batch_size, 3, imgsz, imgsz), save_txt)
+    t = tuple(x / max(r.seen, 1) * 1e3 for x in r.dt)
     return (*metrics, *(loss.cpu() / max(len(dataloader), 1)).tolist()), maps, t
+
+
+def _nms(out, targets, shape, conf_thres, iou_thres, save_hybrid, single_cls):
+    """NMS (multi-label, v6.1's val settings); targets' boxes scaled to input pixels (labels for --save-hybrid)."""
+    nb, _, height, width = shape
+    targets[:, 2:] *= torch.tensor((width, height, width, height), device=targets.device)
+    lb = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
+    return non_max_suppression(out, conf_thres, iou_thres, labels=lb, multi_label=True, agnostic=single_cls), targets
+
+
+def _save_batch(r, o, class_map):
+    """--save-txt rows and --save-json entries of the batch just scored."""
+    for predn, path, shape in r.last_batch:
+        if o.save_txt:
+            save_one_txt(predn, o.save_conf, shape, file=r.save_dir / "labels" / (path.stem + ".txt"))
+        if o.save_json:
+            save_one_json(predn, r.jdict, path, class_map)
 
 
 def _log_outputs(save_dir, t, shape, save_txt):
@@ -427,6 +505,7 @@ def parse_opt(argv=None):
     parser.add_argument("--name", default="exp", help="save to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     parser.add_argument("--half", action="store_true", help="FP16 inference on CUDA; bfloat16 autocast on CPU (.pt)")
+    parser.add_argument("--trust-weights", action="store_true", help="load a .pt even on a torch below 2.10 (CVEs)")
     opt = parser.parse_args(argv)
     opt.data = check_yaml(opt.data)
     opt.save_json |= str(opt.data).endswith("coco.yaml")
@@ -452,6 +531,6 @@ def main(opt):
 if __name__ == "__main__":
     try:
         main(parse_opt())
-    except (FileNotFoundError, ValueError, ConnectionError, pickle.UnpicklingError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, pickle.UnpicklingError, WriteError) as e:
         LOGGER.error(f"ERROR: {e}")
         sys.exit(1)

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import train  # noqa: E402
 from benchmarks.compare import best_epoch, expand_cfgs, interleaved_latency, measure, model_rows, quiet_logging  # noqa: E402
 from models.config import SCALES  # noqa: E402
-from utils.checkpoints import load_checkpoint  # noqa: E402
+from models.loading import load_checkpoint
 from utils.general import LOGGER, check_file  # noqa: E402
 
 METRICS = {"mAP@.5": 0, "mAP@.5:.95": 1}  # name: index in a run's (mAP@.5, mAP@.5:.95)

@@ -1,8 +1,9 @@
-"""One inference interface over every format export.py writes: .pt, TorchScript, ONNX and OpenVINO."""
+"""One inference interface over every format export.py writes: .pt, .safetensors, TorchScript, ONNX and OpenVINO."""
 
 import ast
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,14 @@ import torch
 import torch.nn as nn
 import yaml
 
-from models.experimental import attempt_load
+from models.loading import attempt_load
 from utils.downloads import attempt_download
 from utils.general import LOGGER
 from utils.torch_utils import channels_last, cpu_has_bf16
 
 FORMATS = {  # name: (export.py --include, file suffix, runtime package)
     "PyTorch": ("-", ".pt", "torch"),
+    "SafeTensors": ("safetensors", ".safetensors", "safetensors"),
     "TorchScript": ("torchscript", ".torchscript", "torch"),
     "ONNX": ("onnx", ".onnx", "onnxruntime"),
     "OpenVINO": ("openvino", "_openvino_model", "openvino"),
@@ -31,6 +33,7 @@ REFUSED = {  # v6.1 formats this project neither writes nor runs, and why
     "_web_model": "TF.js models run in a browser, not here",
 }
 OPENVINO_META = "metadata.yaml"  # stride and names, beside the .xml
+TORCH_FORMATS = ("PyTorch", "SafeTensors")  # a models.yolo.Model in torch: ensembles, --augment, --visualize
 
 
 class BackendError(ValueError):
@@ -42,8 +45,10 @@ def model_format(w):
     p = Path(str(w).rstrip("/"))
     if p.suffix == ".xml" or p.name.endswith("_openvino_model"):
         return "OpenVINO"
+    if p.suffix.lower() == ".pth":
+        return "PyTorch"
     for name, (_, suffix, _) in FORMATS.items():
-        if p.name.endswith(suffix):
+        if p.name.lower().endswith(suffix):
             return name
     for suffix, why in REFUSED.items():
         if p.name.endswith(suffix):
@@ -96,21 +101,29 @@ def names_from_data(data):
 
 
 class DetectMultiBackend(nn.Module):
-    """A YOLOv5 detector from a .pt, .torchscript, .onnx or *_openvino_model/ file, called like the PyTorch Model."""
+    """A YOLOv5 detector from a .pt, .safetensors, .torchscript, .onnx or *_openvino_model/ file, called like the
+    PyTorch Model."""
 
-    def __init__(self, weights="yolov5s.pt", device=torch.device("cpu"), data=None, fp16=False, threads=None):
-        """threads: CPU threads of ONNX Runtime / OpenVINO (None: the runtime's default; torch's is global)."""
+    def __init__(
+        self, weights="yolov5s.pt", device=torch.device("cpu"), data=None, fp16=False, threads=None, trust=False
+    ):
+        """threads: CPU threads of ONNX Runtime / OpenVINO (None: the runtime's default; torch's is global).
+        trust: load a pickled .pt even on a torch with weights-only advisories (utils.checkpoints.SAFE_TORCH)."""
         super().__init__()
         w = weights[0] if isinstance(weights, (list, tuple)) and len(weights) == 1 else weights
-        if isinstance(w, (list, tuple)) and any(model_format(x) != "PyTorch" for x in w):
-            raise BackendError(f"an ensemble of several --weights takes .pt files only, got {list(map(str, w))}")
+        if isinstance(w, (list, tuple)) and any(model_format(x) not in TORCH_FORMATS for x in w):
+            raise BackendError(
+                f"an ensemble of several --weights takes .pt/.safetensors files only, got {list(map(str, w))}"
+            )
         self.format = "PyTorch" if isinstance(w, (list, tuple)) else model_format(w)
         self.device = torch.device(device)
-        self.pt, self.jit = self.format == "PyTorch", self.format == "TorchScript"
+        self.pt, self.jit = self.format in TORCH_FORMATS, self.format == "TorchScript"
         self.bf16 = _cpu_half(fp16, self.device, self.format)
         self.fp16 = fp16 and self.device.type != "cpu"
         self.onnx, self.xml = self.format == "ONNX", self.format == "OpenVINO"
-        loader = {"PyTorch": _load_pt, "TorchScript": _load_torchscript, "ONNX": _load_onnx, "OpenVINO": _load_openvino}
+        load_pt = partial(_load_pt, trust=trust)
+        loader = {"PyTorch": load_pt, "SafeTensors": load_pt, "TorchScript": _load_torchscript, "ONNX": _load_onnx}
+        loader["OpenVINO"] = _load_openvino
         runner, meta = loader[self.format](w, self.device, self.fp16, threads)
         self.model = runner if isinstance(runner, nn.Module) else None  # the torch module (.pt, TorchScript)
         self.runner = None if self.model is not None else runner  # numpy in, numpy out (ONNX, OpenVINO)
@@ -152,7 +165,7 @@ def _cpu_half(half, device, fmt):
     """--half on CPU: bfloat16 autocast for .pt models (True), with what it does and costs said once."""
     if not half or device.type != "cpu":
         return False
-    if fmt != "PyTorch":
+    if fmt not in TORCH_FORMATS:
         LOGGER.warning(f"WARNING: --half on CPU applies to .pt models only (bfloat16 autocast); {fmt} runs float32")
         return False
     native = "" if cpu_has_bf16() else " (this CPU has no native bfloat16: emulated, slower than float32)"
@@ -160,9 +173,9 @@ def _cpu_half(half, device, fmt):
     return True
 
 
-def _load_pt(w, device, fp16, threads):
+def _load_pt(w, device, fp16, threads, trust=False):
     w = [attempt_download(x) for x in w] if isinstance(w, (list, tuple)) else attempt_download(w)
-    model = channels_last(attempt_load(w, map_location=device))  # NHWC convs: faster oneDNN kernels on CPU
+    model = channels_last(attempt_load(w, map_location=device, trust=trust))  # NHWC convs: faster oneDNN kernels on CPU
     model.half() if fp16 else model.float()
     names = getattr(model.module if hasattr(model, "module") else model, "names", None)
     nc = model.model[-1].nc if hasattr(model, "model") else None

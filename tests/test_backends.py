@@ -79,6 +79,8 @@ def test_formats():
     assert [
         model_format(f) for f in ("a.pt", "a.torchscript", "a.onnx", "a_openvino_model", "a_openvino_model/", "x/a.xml")
     ] == ["PyTorch", "TorchScript", "ONNX"] + ["OpenVINO"] * 3
+    names = ("a.pth", "A.PT", "a.safetensors", "A.SafeTensors")
+    assert [model_format(f) for f in names] == ["PyTorch", "PyTorch", "SafeTensors", "SafeTensors"]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +89,10 @@ def test_formats():
         ("model.tflite", "TFLite is not supported"),
         ("model.mlmodel", r"CoreML models run on Apple devices \(coremltools cannot run predictions elsewhere\)"),
         ("model.engine", "TensorRT needs an NVIDIA GPU"),
-        ("model.h5", r"unknown model format '\.h5'; expected one of \.pt, \.torchscript, \.onnx, _openvino_model"),
+        (
+            "model.h5",
+            r"unknown model format '\.h5'; expected one of \.pt, \.safetensors, \.torchscript, \.onnx, _openvino",
+        ),
     ],
 )
 def test_unsupported_suffixes_are_refused(name, message):
@@ -259,7 +264,7 @@ def test_attention_variant_runs_in_onnx_and_openvino(variant, tmp_path):
 
 
 def test_ensemble_takes_pt_files_only(exported):
-    with pytest.raises(BackendError, match="an ensemble of several --weights takes .pt files only"):
+    with pytest.raises(BackendError, match="an ensemble of several --weights takes .pt/.safetensors files only"):
         DetectMultiBackend([str(exported["static"][0]), str(exported["static"][2])])
     m = DetectMultiBackend([str(exported["static"][0]), str(exported["dynamic"][0])])
     x = torch.rand(1, 3, H, W)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import detect
-from models.experimental import attempt_load
+from models.loading import attempt_load
 
 from conftest import RACCOON_VAL as VAL_DIR
 from conftest import ROOT, WEIGHTS

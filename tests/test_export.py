@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from export import has_xnnpack, parse_opt, run
-from models.experimental import attempt_load
+from models.loading import attempt_load
 from models.yolo import Model
 from utils.checkpoints import save_checkpoint
 

@@ -16,8 +16,8 @@ from PIL import Image
 import detect
 import hubconf
 from models.autoshape import AutoShape, Detections
+from models.loading import load_checkpoint
 from models.variants import variant_entries
-from utils.checkpoints import load_checkpoint
 
 from conftest import RACCOON_VAL, WEIGHTS, captured_log
 

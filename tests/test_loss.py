@@ -98,7 +98,7 @@ def test_focal_loss_downweights_easy_examples():
 
 
 def test_loss_matches_v61_reference(reference, ref_weights):
-    from models.experimental import attempt_load
+    from models.loading import attempt_load
 
     expected = json.loads((reference / "loss.json").read_text())
     images = torch.from_numpy(np.load(reference / "loss_batch_images.npy"))

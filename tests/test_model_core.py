@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from models.config import ModelConfigError
-from models.experimental import attempt_load
+from models.loading import attempt_load, load_checkpoint
 from models.yolo import Model
-from utils.checkpoints import UnsafeCheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoints import UnsafeCheckpointError, save_checkpoint
 
 from conftest import ROOT, SHARED, captured_log
 

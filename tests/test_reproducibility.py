@@ -13,7 +13,8 @@ import yaml
 
 import train
 from benchmarks.compare import best_epoch
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from models.loading import load_checkpoint
+from utils.checkpoints import save_checkpoint
 from utils.datasets import create_dataloader, set_loader_epoch
 from utils.general import check_yaml
 from utils.reproducibility import AUGMENT, seeded_rng, set_deterministic

@@ -20,9 +20,16 @@ import yaml
 
 from models.common import Conv
 from models.config import load_model_yaml
-from models.experimental import attempt_load
+from models.loading import attempt_load, load_checkpoint, module_classes
 from models.yolo import Model
-from utils.checkpoints import UnsafeCheckpointError, checkpoint_safe_globals, load_checkpoint, save_checkpoint
+from utils.checkpoints import (
+    SAFE_TORCH,
+    UnsafeCheckpointError,
+    UnsafeTorchError,
+    checkpoint_safe_globals,
+    save_checkpoint,
+    torch_version,
+)
 
 from conftest import ROOT
 
@@ -288,7 +295,7 @@ def test_scripts_refuse(entry, name, tiny_data, tmp_path):
 
 
 def test_allow_list_names_only_module_classes():
-    named = {name: obj for obj, name in (e for e in checkpoint_safe_globals() if isinstance(e, tuple))}
+    named = {name: obj for obj, name in (e for e in checkpoint_safe_globals(module_classes()) if isinstance(e, tuple))}
     assert "models.yolo.Model" in named and "torch.nn.modules.conv.Conv2d" in named
     assert "models.common.autopad" not in named and "models.yolo.parse_model" not in named
     assert "torch.storage._load_from_bytes" not in named and "torch.nn.modules.module.torch.save" not in named
@@ -333,3 +340,138 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize(
+    "version,safe",
+    [("2.5.1", False), ("2.9.1+cu128", False), ("2.10.0", True), ("2.10.0a0+git1234", True), ("2.14.1", True)],
+)
+def test_torch_floor_is_read_at_load_time(monkeypatch, version, safe):
+    monkeypatch.setattr(torch, "__version__", version)
+    assert (torch_version() >= SAFE_TORCH) is safe
+
+
+def test_requirements_ask_for_a_safe_torch():
+    floors = dict(re.findall(r"^(torch|torchvision)>=(\d+\.\d+)", (ROOT / "requirements.txt").read_text(), re.M))
+    assert tuple(map(int, floors["torch"].split("."))) >= SAFE_TORCH and floors["torchvision"] == "0.25"
+
+
+def test_old_torch_refuses_pickles_unless_trusted(monkeypatch, ref_weights, tmp_path):
+    from utils.safetensors_file import save_safetensors
+
+    st = save_safetensors(load_checkpoint(ref_weights)["model"], tmp_path / "r.safetensors")
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    for load in (load_checkpoint, attempt_load):
+        with pytest.raises(UnsafeTorchError) as e:
+            load(ref_weights)
+        text = str(e.value)
+        _assert_one_line_refusal(text, ref_weights)
+        for word in ("torch 2.5.1", "2.10", "CVE-2025-32434", "CVE-2026-24747", ".safetensors", "--trust-weights"):
+            assert word in text, text
+    assert isinstance(load_checkpoint(ref_weights, trust=True)["model"], Model)
+    assert isinstance(attempt_load(ref_weights, trust=True), Model)
+    assert isinstance(load_checkpoint(st)["model"], Model)  # no pickle: nothing to refuse
+
+
+def test_old_torch_trust_reaches_every_entry_point(monkeypatch, ref_weights, tiny_data, tmp_path):
+    import export
+    import hubconf
+    import train
+    import val
+
+    from conftest import tiny_train_args
+
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    opt = train.check_options(train.parse_opt(tiny_train_args(tiny_data, tmp_path, "--weights", str(ref_weights))))
+    with pytest.raises(UnsafeTorchError):
+        train.Trainer(opt.hyp, opt, torch.device("cpu")).build_model()
+    opt.trust_weights = True
+    train.Trainer(opt.hyp, opt, torch.device("cpu")).build_model()
+    with pytest.raises(UnsafeTorchError):
+        hubconf.custom(str(ref_weights), device="cpu")
+    assert hubconf.custom(str(ref_weights), device="cpu", trust=True).names == ["raccoon"]
+    copy = tmp_path / "r.pt"
+    copy.write_bytes(ref_weights.read_bytes())
+    assert export.run(weights=copy, include=["safetensors"], imgsz=(64, 64), trust_weights=True)
+    with pytest.raises(UnsafeTorchError):
+        val.run(data=tiny_data, weights=str(ref_weights), imgsz=64, project=tmp_path)
+
+
+def _script_on_old_torch(args):
+    code = "import runpy, sys, torch\ntorch.__version__ = '2.5.1'\nsys.argv = sys.argv[1:]\n"
+    code += "runpy.run_path(sys.argv[0], run_name='__main__')"
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_old_torch_detect_py_refuses_in_one_line_and_trust_weights_runs(ref_weights, tmp_path):
+    image = sorted((ROOT / "tests" / "data" / "images").glob("*.jpg"))[0]
+    args = [
+        "detect.py",
+        "--weights",
+        str(ref_weights),
+        "--source",
+        str(image),
+        "--img",
+        "64",
+        "--project",
+        str(tmp_path),
+    ]
+    rc, out = _script_on_old_torch(args)
+    errors = [ln for ln in out.splitlines() if ln.startswith("ERROR: ")]
+    assert rc == 1 and "Traceback" not in out and len(errors) == 1, out[-3000:]
+    assert str(ref_weights) in errors[0] and "CVE-2026-24747" in errors[0] and "2.10" in errors[0]
+    rc, out = _script_on_old_torch([*args, "--trust-weights"])
+    assert rc == 0 and "Results saved to" in out, out[-3000:]
+
+
+def _imports_of(path):
+    """Every module name an import statement in path names (late imports inside functions included)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module
+
+
+def test_utils_imports_nothing_from_models():
+    found = {
+        f"{p.relative_to(ROOT)}: {name}"
+        for p in (ROOT / "utils").rglob("*.py")
+        for name in _imports_of(p)
+        if name == "models" or name.startswith("models.")
+    }
+    assert not found, found
+    code = (
+        "import importlib, pkgutil, sys, utils\n"
+        "for m in pkgutil.iter_modules(utils.__path__, 'utils.'): importlib.import_module(m.name)\n"
+        "print([m for m in sys.modules if m == 'models' or m.startswith('models.')])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_attempt_load_lives_with_the_loading_code_and_v61_imports_still_work():
+    import models.experimental
+    import models.loading
+
+    assert models.experimental.attempt_load is models.loading.attempt_load
+    assert attempt_load.__module__ == "models.loading" and models.experimental.Ensemble.__module__ == "models.loading"
+
+
+def test_allow_list_holds_every_registered_block_and_every_module_class_of_the_block_files():
+    import importlib
+    import pkgutil
+
+    import models.attention
+    from models.registry import entries
+
+    allowed = module_classes()
+    for e in entries():
+        assert allowed.get(f"{e.cls.__module__}.{e.cls.__qualname__}") is e.cls, e.name
+    for info in pkgutil.iter_modules(models.attention.__path__, "models.attention."):
+        mod = importlib.import_module(info.name)
+        own = [k for k, v in vars(mod).items() if isinstance(v, type) and issubclass(v, nn.Module)]
+        assert all(f"{info.name}.{k}" in allowed for k in own), info.name

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import train
-from models.experimental import attempt_load
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from models.loading import attempt_load, load_checkpoint
+from utils.checkpoints import save_checkpoint
 from utils.train_utils import RESULT_KEYS
 
 from conftest import ROOT, captured_log, tiny_train_args

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import train
-from utils.checkpoints import load_checkpoint
+from models.loading import load_checkpoint
 
 from conftest import ROOT, captured_log, tiny_train_args
 

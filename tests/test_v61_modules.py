@@ -21,9 +21,10 @@ from models.common import (
 )
 from models.config import ModelConfigError
 from models.experimental import CrossConv, MixConv2d, Sum
+from models.loading import load_checkpoint
 from models.registry import REGISTRY, Channels
 from models.yolo import Model
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.checkpoints import save_checkpoint
 
 V61_PATHS = {
     "GhostConv": "models.common",

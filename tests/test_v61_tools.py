@@ -13,7 +13,7 @@ import detect
 import train
 import val
 from models import backends
-from models.experimental import attempt_load
+from models.loading import attempt_load
 from models.yolo import Model
 from models.yolo import main as yolo_main
 from utils import autobatch, plots

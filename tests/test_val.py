@@ -135,3 +135,26 @@ def test_half_on_cpu_is_bf16_autocast_close_to_float32(val320, tmp_path):
     assert any("--half on CPU: bfloat16 autocast" in line for line in log)
     assert (hp, hr, hmap50, hmap) != (p, r, map50, map_)  # bf16 really ran
     assert abs(hmap50 - map50) < 0.01 and abs(hmap - map_) < 0.01  # measured: -0.0016, +0.0058
+
+
+def test_set_without_labels_warns_in_one_line_as_v61(tmp_path):
+    """val.py and training's validation (val.run with a model and loader) on images that have no label files."""
+    from models.loading import attempt_load
+    from utils.datasets import create_dataloader
+
+    images = tmp_path / "nolabels" / "images" / "val"
+    images.mkdir(parents=True)
+    for p in sorted(VAL_DIR.glob("*.jpg"))[:2]:
+        images.joinpath(p.name).write_bytes(p.read_bytes())
+    data = {"path": str(tmp_path / "nolabels"), "train": "images/val", "val": "images/val", "nc": 1, "names": ["r"]}
+    (tmp_path / "d.yaml").write_text(json.dumps(data))
+    warning = "WARNING: no labels found in val set, can not compute metrics without labels"
+    with captured_log() as lines:
+        (p, r, map50, *_), _, _ = val.run(
+            data=tmp_path / "d.yaml", weights=WEIGHTS, imgsz=64, workers=0, project=tmp_path
+        )
+    assert lines.count(warning) == 1 and (p, r, map50) == (0, 0, 0)
+    loader = create_dataloader(str(images), 64, 2, 32, pad=0.5, rect=True, workers=0)[0]
+    with captured_log() as lines:
+        val.run(data, model=attempt_load(WEIGHTS), dataloader=loader, save_dir=tmp_path, plots=False)
+    assert lines.count(warning) == 1

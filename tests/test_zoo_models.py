@@ -187,7 +187,7 @@ def test_transfer_other_nc_and_excluded_anchors():
 
 
 def test_transfer_from_real_v61_checkpoint(ref_weights, reference):
-    from utils.checkpoints import load_checkpoint
+    from models.loading import load_checkpoint
 
     ckpt = load_checkpoint(ref_weights)
     src = (ckpt.get("ema") or ckpt["model"]).float()

@@ -1,25 +1,27 @@
 """Checkpoint I/O that never runs code from the file: torch's weights-only unpickler and atomic saving.
 
 A YOLOv5 checkpoint pickles whole nn.Module objects, so `torch.load(weights_only=True)` needs the module classes
-on its allow-list. They are named through `torch.serialization.safe_globals`, built at load time from the classes
-reachable in the imported `models.*` modules, the `torch.nn` layer classes and the numpy scalar types that torch
-documents. Each class is named through a guard: torch's unpickler calls an allow-listed global on REDUCE, and a
-module's `__init__` must never run with arguments taken from the file (e.g. `Model(cfg=...)`).
+on its allow-list. They are named through `torch.serialization.safe_globals`, built at load time from the project's
+module classes (passed in by the caller: `models.loading` lists them, utils imports nothing from models), the
+`torch.nn` layer classes and the numpy scalar types that torch documents. Each class is named through a guard:
+torch's unpickler calls an allow-listed global on REDUCE, and a module's `__init__` must never run with arguments
+taken from the file (e.g. `Model(cfg=...)`).
+
+The weights-only unpickler itself is only safe from torch 2.10 (SAFE_TORCH): below it, a pickle is refused unless
+the caller vouches for the file (`trust=True`, the scripts' --trust-weights).
 """
 
-import importlib
-import os
 import pickle
-import pkgutil
 import re
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from utils.atomic import atomic_write
+from utils.general import LOGGER
 
 _BUILD_ONLY = "\n"  # no GLOBAL opcode can name a key holding a newline: classes under it are reachable only by BUILD
 
@@ -37,24 +39,6 @@ def _guard(cls):
         return cls.__new__(cls)
 
     return type(f"{cls.__name__}Guard", (), {"__new__": new})
-
-
-def _project_module_classes():
-    """{'models.x.Name': class} for every nn.Module class reachable by name in an imported models.* module."""
-    root = Path(__file__).resolve().parents[1]
-    if str(root) not in sys.path:
-        sys.path.append(str(root))
-    import models
-
-    for info in pkgutil.walk_packages(models.__path__, "models."):
-        importlib.import_module(info.name)
-    mods = {n: m for n, m in list(sys.modules.items()) if m is not None and (n == "models" or n.startswith("models."))}
-    found = {f"{n}.{k}": v for n, m in mods.items() for k, v in vars(m).items() if _is_module_class(v)}
-    names = {k.rsplit(".", 1)[1] for k in found}
-    for n, m in mods.items():  # lazy re-exports through a module __getattr__ (models.common.SOCA)
-        if "__getattr__" in vars(m):
-            found.update({f"{n}.{k}": getattr(m, k) for k in names if _is_module_class(getattr(m, k, None))})
-    return found
 
 
 def _is_module_class(obj):
@@ -93,12 +77,49 @@ def _numpy_scalar_globals():
     return entries
 
 
-def checkpoint_safe_globals():
-    """The safe_globals list for a YOLOv5 checkpoint: guarded module classes (project and torch.nn) and numpy."""
+def checkpoint_safe_globals(module_classes):
+    """The safe_globals list for a YOLOv5 checkpoint: guarded module classes and numpy.
+
+    module_classes: {'models.x.Name': class} of the project (models.loading.module_classes()); the torch.nn layer
+    classes are added here.
+    """
     entries = _numpy_scalar_globals() + [(range, "builtins.range")]  # v6.1's Sum keeps a range; calling it is safe
-    for path, cls in {**_torch_module_classes(), **_project_module_classes()}.items():
+    for path, cls in {**_torch_module_classes(), **module_classes}.items():
         entries += [(_guard(cls), path), (cls, _BUILD_ONLY + path)]
     return entries
+
+
+SAFE_TORCH = (2, 10)  # the first torch whose weights-only unpickler has no known code-execution advisory
+ADVISORIES = (
+    "CVE-2025-32434: torch.load(weights_only=True) can run code below torch 2.6; "
+    "CVE-2026-24747: the weights-only unpickler can corrupt memory below torch 2.10"
+)
+
+
+class UnsafeTorchError(UnsafeCheckpointError):
+    """This torch's weights-only unpickler has known advisories: a pickled checkpoint is not loaded."""
+
+
+def torch_version():
+    """(major, minor) of the torch imported now (read at call time, so a test can set torch.__version__)."""
+    m = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
+def check_torch_for_pickles(weights, trust=False):
+    """UnsafeTorchError below SAFE_TORCH, unless trust: then a warning and the load goes on."""
+    if torch_version() >= SAFE_TORCH:
+        return
+    floor = ".".join(map(str, SAFE_TORCH))
+    if trust:
+        LOGGER.warning(f"WARNING: {weights}: loaded with torch {torch.__version__} (< {floor}) as --trust-weights asks")
+        return
+    raise UnsafeTorchError(
+        f"{weights}: refused: torch {torch.__version__} cannot load a pickled checkpoint safely ({ADVISORIES}); "
+        f"upgrade (pip install -U 'torch>={floor}'), use a .safetensors file "
+        f"(python export.py --weights {Path(weights).name} --include safetensors, on a safe torch), "
+        f"or pass --trust-weights (trust=True) for a file you vouch for"
+    )
 
 
 _BOILERPLATE = ("Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation")
@@ -116,9 +137,9 @@ def _refusal(weights, err):
     return UnsafeCheckpointError(f"{weights}: refused: {reason}; this file could run code, it was not loaded")
 
 
-def _torch_load(path, weights, map_location):
+def _torch_load(path, weights, map_location, module_classes):
     try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()), warnings.catch_warnings():
+        with torch.serialization.safe_globals(checkpoint_safe_globals(module_classes)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # refused below if it matters
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -128,12 +149,14 @@ def _torch_load(path, weights, map_location):
         raise ValueError(f"{weights}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
 
 
-def load_checkpoint(weights, map_location="cpu"):
-    """Load a YOLOv5 .pt safely; clear errors for missing, corrupt, hostile or non-checkpoint files."""
+def read_checkpoint(weights, module_classes, map_location="cpu", trust=False):
+    """Load a YOLOv5 .pt/.pth safely, allowing module_classes; clear errors for missing, corrupt, hostile or
+    non-checkpoint files, and for a torch below SAFE_TORCH unless trust."""
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights '{weights}' not found (nothing is downloaded: pass a local .pt)")
-    ckpt = _torch_load(path, weights, map_location)
+    check_torch_for_pickles(weights, trust)
+    ckpt = _torch_load(path, weights, map_location, module_classes)
     if isinstance(ckpt, nn.Module):
         ckpt = {"model": ckpt}
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("ema") or ckpt.get("model"), nn.Module):
@@ -141,24 +164,8 @@ def load_checkpoint(weights, map_location="cpu"):
     return ckpt
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(ckpt, path):
-    """torch.save to a temp file in the same folder, then rename (0644 by umask): never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # what a plain open() gives (0644 under the usual umask 022)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save to a temp file in the same folder, then rename (0644 by umask): never half a file.
+
+    A failed write (full disk) raises utils.atomic.WriteError naming the file; path keeps its previous contents."""
+    atomic_write(path, lambda f: torch.save(ckpt, f))

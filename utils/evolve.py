@@ -1,5 +1,6 @@
 """Hyperparameter evolution (--evolve): mutation of the best previous hyps, evolve.csv bookkeeping."""
 
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,27 @@ def record_generation(results, hyp, save_dir):
         f"{colorstr('evolve: ')}{len(x)} generations, best fitness {fitness(best[None])[0]:.5g}, saved to {evolve_yaml}"
     )
     return evolve_csv
+
+
+def evolve(opt, train):
+    """--evolve N: N generations of mutated hyps, each trained once by train(hyp) -> results; evolve.csv and
+    hyp_evolve.yaml kept."""
+    from utils.plots import plot_evolve
+
+    with open(opt.hyp, errors="ignore") as f:
+        hyp = constrain(yaml.safe_load(f))
+    opt.noval, opt.nosave = True, True
+    save_dir, rng = Path(opt.save_dir), np.random.default_rng(opt.seed)
+    evolve_csv = save_dir / "evolve.csv"
+    save_dir.mkdir(parents=True, exist_ok=True)
+    for gen in range(opt.evolve):
+        trial = mutate(hyp, evolve_csv, rng) if evolve_csv.exists() else dict(hyp)
+        LOGGER.info(f"{colorstr('evolve: ')}generation {gen + 1}/{opt.evolve}")
+        results = train(deepcopy(trial))
+        record_generation(results, trial, save_dir)
+    plot_evolve(evolve_csv)
+    LOGGER.info(
+        f"Hyperparameter evolution finished {opt.evolve} generations\n"
+        f"Results saved to {colorstr('bold', save_dir)}\n"
+        f"Usage example: $ python train.py --hyp {save_dir / 'hyp_evolve.yaml'}"
+    )

@@ -1,7 +1,7 @@
 """Training loggers: results.csv in v6.1 columns and TensorBoard (scalars, model graph, images), as YOLOv5 v6.1."""
 
 import csv
-import os
+import io
 import warnings
 from copy import deepcopy
 from pathlib import Path
@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from utils.atomic import atomic_write
 from utils.general import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 from utils.train_utils import RESULT_KEYS
@@ -40,6 +41,13 @@ def tensorboard_writer(save_dir):
         "view at http://localhost:6006/"
     )
     return SummaryWriter(str(save_dir))
+
+
+def _csv_bytes(rows):
+    """rows as csv.writer writes them to a file opened with newline="" (CRLF line ends)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue().encode()
 
 
 class Loggers:
@@ -83,19 +91,16 @@ class Loggers:
         with open(self.csv, newline="") as f:
             rows = list(csv.reader(f))
         keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < epoch]
-        tmp = self.csv.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(keep)
-        os.replace(tmp, self.csv)
+        atomic_write(self.csv, lambda f: f.write(_csv_bytes(keep)))
 
     def log_epoch(self, epoch, values, extra=None):
-        """One results.csv row (epoch, RESULT_KEYS values) and every value as a TensorBoard scalar."""
-        new = not self.csv.exists()
-        with open(self.csv, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["%20s" % k for k in ["epoch", *RESULT_KEYS]])
-            w.writerow([f"{epoch:>20}", *(f"{float(v):20.5g}" for v in values)])
+        """One results.csv row (epoch, RESULT_KEYS values) and every value as a TensorBoard scalar.
+
+        The file is rewritten whole (utils.atomic): a full disk leaves the previous rows, never half a row."""
+        old = self.csv.read_bytes() if self.csv.exists() else b""
+        rows = [] if old else [["%20s" % k for k in ["epoch", *RESULT_KEYS]]]
+        rows.append([f"{epoch:>20}", *(f"{float(v):20.5g}" for v in values)])
+        atomic_write(self.csv, lambda f: f.write(old + _csv_bytes(rows)))
         if self.tb:
             for k, v in {**dict(zip(RESULT_KEYS, values)), **(extra or {})}.items():
                 self.tb.add_scalar(k, float(v), epoch)

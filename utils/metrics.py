@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torchvision
 
+from utils.atomic import save_figure
 from utils.general import LOGGER
 
 matplotlib.use("Agg")
@@ -212,8 +213,7 @@ def _finish_curve_plot(fig, ax, xlabel, ylabel, save_dir):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
-    Path(save_dir).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(save_dir), dpi=250)
+    save_figure(fig, Path(save_dir), dpi=250)
     plt.close(fig)
 
 
@@ -275,6 +275,5 @@ def plot_confusion_matrix(matrix, nc, names, save_dir, normalize=True):
         ax.set_yticklabels([names[i] for i in range(nc)] + ["background FP"])
     ax.set_xlabel("True")
     ax.set_ylabel("Predicted")
-    Path(save_dir).mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(save_dir) / "confusion_matrix.png", dpi=250)
+    save_figure(fig, Path(save_dir) / "confusion_matrix.png", dpi=250)
     plt.close(fig)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from utils.atomic import atomic_write, save_figure
 from utils.general import LOGGER, clip_coords, increment_path, xywh2xyxy, xyxy2xywh
 from utils.metrics import fitness
 
@@ -253,8 +254,8 @@ def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max
         if paths is not None and i < len(paths):
             annotator.text((x + 5, y + 5), Path(paths[i]).name[:40], txt_color=(220, 220, 220))
         _draw_targets(annotator, targets[targets[:, 0] == i], names, (x, y), (h, w), scale, normalised)
-    Path(fname).parent.mkdir(parents=True, exist_ok=True)
-    annotator.im.save(fname)
+    fmt = Image.registered_extensions().get(Path(fname).suffix.lower(), "JPEG")
+    atomic_write(fname, lambda f: annotator.im.save(f, format=fmt))
     return annotator.result()
 
 
@@ -292,7 +293,7 @@ def _plot_correlogram(xywh, save_dir):
                 continue
             a.set_xlabel(keys[j] if i == 3 else "")
             a.set_ylabel(keys[i] if j == 0 else "")
-    fig.savefig(Path(save_dir) / "labels_correlogram.jpg", dpi=200)
+    save_figure(fig, Path(save_dir) / "labels_correlogram.jpg", dpi=200)
     plt.close(fig)
 
 
@@ -327,7 +328,7 @@ def plot_labels(labels, names=(), save_dir=Path("")):
     for a in ax[:3]:
         for s in ("top", "right"):
             a.spines[s].set_visible(False)
-    fig.savefig(save_dir / "labels.jpg", dpi=200)
+    save_figure(fig, save_dir / "labels.jpg", dpi=200)
     plt.close(fig)
 
 
@@ -364,7 +365,7 @@ def plot_results(file="path/to/results.csv", dir=""):
             a.set_title(keys[j], fontsize=12)
     ax[1].legend()
     out = save_dir / "results.png"
-    fig.savefig(out, dpi=200)
+    save_figure(fig, out, dpi=200)
     plt.close(fig)
     return out
 
@@ -390,7 +391,7 @@ def plot_evolve(evolve_csv="path/to/evolve.csv"):
         if i % nc:
             plt.yticks([])
     out = evolve_csv.with_name("evolve.png")
-    fig.savefig(out, dpi=200)
+    save_figure(fig, out, dpi=200)
     plt.close(fig)
     LOGGER.info(f"Saved {out}")
     return out
@@ -414,7 +415,7 @@ def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detec
             a.imshow(maps[i])
         a.axis("off")
     LOGGER.info(f"Saving {f}... ({n}/{channels})")
-    fig.savefig(f, dpi=300, bbox_inches="tight")
+    save_figure(fig, f, dpi=300, bbox_inches="tight")
     plt.close(fig)
     return f
 
@@ -465,6 +466,6 @@ def plot_val_study(files, x, save="study.png"):
     ax[7].legend(loc="best")
     out = Path(files[0]).parent / save if files else Path(save)
     LOGGER.info(f"Saving {out}...")
-    fig.savefig(out, dpi=200)
+    save_figure(fig, out, dpi=200)
     plt.close(fig)
     return out

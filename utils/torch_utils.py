@@ -10,6 +10,7 @@ import time
 from copy import deepcopy
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -295,3 +296,22 @@ class ModelEMA:
             if (len(include) and k not in include) or k.startswith("_") or k in exclude:
                 continue
             setattr(self.ema, k, v)
+
+
+def init_ddp(opt):
+    """The device of this process; under torch.distributed.run (LOCAL_RANK set) one process per device joins the
+    process group (gloo on CPU, nccl on CUDA)."""
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    if LOCAL_RANK == -1:
+        return device
+    if opt.batch_size == -1:
+        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
+    if opt.batch_size % WORLD_SIZE:
+        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
+    if opt.evolve:
+        raise ValueError("--evolve is not compatible with DDP")
+    if device.type == "cuda":
+        torch.cuda.set_device(LOCAL_RANK)
+        device = torch.device("cuda", LOCAL_RANK)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device

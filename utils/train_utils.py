@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import yaml
 
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.atomic import WriteError
+from utils.checkpoints import save_checkpoint
 from utils.general import LOGGER, ROOT, colorstr, one_cycle
 
 HYP_TEMPLATE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
@@ -121,9 +122,9 @@ def training_checkpoint(epoch, best_fitness, model, ema, optimizer):
     }
 
 
-def strip_optimizer(f):
-    """Keep only the FP16 EMA model in a finished checkpoint (optimizer and training state dropped)."""
-    x = load_checkpoint(f)
+def strip_optimizer(x, f):
+    """Save checkpoint x (loaded from f) back to f with only its FP16 EMA model (optimizer and training state
+    dropped); returns the stripped checkpoint."""
     if x.get("ema"):
         x["model"] = x["ema"]
     for k in ("optimizer", "best_fitness", "wandb_id", "ema", "updates", "exact"):
@@ -134,6 +135,7 @@ def strip_optimizer(f):
         p.requires_grad = False
     save_checkpoint(x, f)
     LOGGER.info(f"Optimizer stripped from {f}, {Path(f).stat().st_size / 1e6:.1f}MB")
+    return x
 
 
 def warmup_iterations(hyp, nb):
@@ -253,3 +255,11 @@ def _alive(pid):
 def is_finite_model(model):
     """True when every parameter and buffer is finite (a NaN model is never saved over a good one)."""
     return all(torch.isfinite(t).all() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+
+
+def write_failure(e, save_dir, last, saved_epoch):
+    """One line for a failed write during training (e: a WriteError, or a disk-full OSError from elsewhere): the
+    file, the reason and the last checkpoint written whole (last, at saved_epoch; None when none was)."""
+    reason = str(e) if isinstance(e, WriteError) else f"cannot write {e.filename or save_dir}: {e.strerror}"
+    intact = f"{last} (epoch {saved_epoch})" if saved_epoch is not None else "none was saved yet"
+    return WriteError(f"{reason}; last intact checkpoint: {intact}")
