@@ -59,7 +59,8 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     argv = [
         "--cfg",
         str(MODELS / "yolov5_SE.yaml"),
-        str(MODELS / "yolov5_C*.yaml"),
+        str(MODELS / "yolov5_CBAM.yaml"),
+        str(MODELS / "yolov5_Coord*.yaml"),
         "--scale",
         "n",
         "--img",

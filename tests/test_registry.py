@@ -110,12 +110,13 @@ def test_c3_names_resolve_only_for_channel_keeping_blocks():
 
 @pytest.mark.parametrize("name", KEEP)
 def test_c3_with_each_block_inside(name):
-    m = C3Attention(16, 16, 2, block=name).train()
-    x = torch.randn(1, 16, 6, 5, requires_grad=True)
+    """At C3's width 32 (bottlenecks of 16 channels: the first backbone C3 of yolov5n), in train and eval mode."""
+    m = C3Attention(32, 32, 2, block=name).train()
+    x = torch.randn(1, 32, 6, 5, requires_grad=True)
     m(x).sum().backward()
     assert torch.isfinite(x.grad).all()
     assert all(type(b.attention) is REGISTRY[name].cls for b in m.m)
-    assert C3Attention(16, 16, 1, block=name).eval()(torch.randn(2, 16, 1, 1)).shape == (2, 16, 1, 1)
+    assert C3Attention(32, 32, 1, block=name).eval()(torch.randn(2, 32, 1, 1)).shape == (2, 32, 1, 1)
 
 
 def test_c3_variant_has_more_parameters_exact_flops_and_takes_every_c3_tensor():

@@ -73,7 +73,7 @@ def test_evolve_two_generations(tiny_data, tmp_path):
 
 
 def test_dynamic_temperature_annealed_and_logged(tiny_data, tmp_path):
-    lines = _train(tiny_data, tmp_path, "--epochs", "2", "--noval", cfg="yolov5n_dynamic.yaml")
+    lines = _train(tiny_data, tmp_path, "--epochs", "2", "--noval", cfg="yolov5n_DynamicConv.yaml")
     hooks = [ln for ln in lines if ln.startswith("block hooks:")]
     # annealed over min(10, epochs) = 2 epochs: 30 on the first, 1 on the last
     assert len(hooks) == 2 and "model.10.temperature=30," in hooks[0] and "model.10.temperature=1," in hooks[1]
