@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import val  # noqa: E402
-from models.experimental import attempt_load  # noqa: E402
+from models.experimental import eval_model  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import check_train_batch_size  # noqa: E402
@@ -45,20 +45,21 @@ from utils.general import (  # noqa: E402
     labels_to_image_weights,
     print_args,
 )
-from utils.loggers import Loggers  # noqa: E402
+from utils.loggers import BackgroundJobs, Loggers  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
-from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
+from utils.plots import plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
 from utils.torch_utils import (  # noqa: E402
     LOCAL_RANK,
     RANK,
     WORLD_SIZE,
     ModelEMA,
+    broadcast_object,
     channels_last,
     de_parallel,
+    init_ddp,
     keep_freed_memory,
-    select_device,
 )
 from utils.train_utils import (  # noqa: E402
     MAX_NONFINITE,
@@ -74,6 +75,7 @@ from utils.train_utils import (  # noqa: E402
     scaled_shape,
     smart_optimizer,
     strip_optimizer,
+    stripped,
     training_checkpoint,
     warmup_iterations,
     warmup_values,
@@ -94,10 +96,11 @@ class Trainer:
         self.hyp = self._load_hyp(hyp)
         self.main = RANK in (-1, 0)
         self.plots = not opt.evolve
+        self.jobs, self.finished = BackgroundJobs(), {}  # plots off the critical path; stripped() of what was saved
         init_seeds(opt.seed + 1 + RANK)
         keep_freed_memory()
         self.data = check_dataset(opt.data) if self.main or RANK == -1 else None
-        self.data = _broadcast(self.data)
+        self.data = broadcast_object(self.data)
         self.nc = 1 if opt.single_cls else int(self.data["nc"])
         names = self.data["names"]
         names = list(names.values() if isinstance(names, dict) else names)
@@ -221,14 +224,14 @@ class Trainer:
                 cache=None if opt.noval else opt.cache,
                 rect=True,
                 rank=-1,
-                workers=opt.workers * 2,
+                workers=val.spare_core_workers(opt.workers * 2, self.device),
                 pad=0.5,
                 prefix=colorstr("val: "),
             )[0]
             check_label_classes(self.val_loader.dataset, self.nc, opt.data)
             if not opt.resume:
                 if self.plots:
-                    plot_labels(labels, self.names, self.save_dir)
+                    self.jobs.submit(plot_labels, labels, self.names, self.save_dir)
                 if not opt.noautoanchor:
                     check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
                 self.model.half().float()  # pre-reduce anchor precision
@@ -275,7 +278,7 @@ class Trainer:
             extra = self._epoch_hooks(epoch)
             mloss = self.train_one_epoch(epoch)
             stop = self.end_epoch(epoch, mloss, extra) if self.main else False
-            if _broadcast(stop):
+            if broadcast_object(stop):
                 break
         if self.main:
             LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
@@ -333,11 +336,17 @@ class Trainer:
                     % (f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
                 )
                 if self.plots and ni < 3:
-                    plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", self.names)
-                    self.logger.on_train_batch(ni, self.model, imgs, self.save_dir / f"train_batch{ni}.jpg")
+                    self._plot_batch(ni, imgs, targets, paths)
         self.lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
         return mloss
+
+    def _plot_batch(self, ni, imgs, targets, paths):
+        """The model graph at the first batch (traced now, on this model); the batch mosaic drawn in the background."""
+        if ni == 0:
+            self.logger.log_graph(self.model, imgs)
+        f = self.save_dir / f"train_batch{ni}.jpg"
+        self.jobs.submit(self.logger.plot_batch, ni, imgs, targets.clone(), paths, f, self.names)
 
     def _skip_nonfinite(self, epoch, i):
         """No step on a NaN/inf loss; stop after a run of them (the saved checkpoints stay the finite ones)."""
@@ -405,6 +414,9 @@ class Trainer:
             save_checkpoint(ckpt, self.last)
             if self.best_fitness == fi:
                 save_checkpoint(ckpt, self.best)
+            self.finished[self.last] = stripped(ckpt)  # its FP16 EMA only: the optimizer state is not kept
+            if self.best_fitness == fi:
+                self.finished[self.best] = self.finished[self.last]
             if opt.save_period > 0 and epoch % opt.save_period == 0:
                 save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
         return stop
@@ -422,17 +434,20 @@ class Trainer:
         self.stopper.best_fitness, self.stopper.best_epoch = self.best_fitness, s["best_epoch"]
 
     def finish(self):
+        """Strip last.pt and best.pt, validate best.pt (its model as saved, not read back); results.png meanwhile."""
+        if self.plots and (self.save_dir / "results.csv").exists():
+            self.jobs.submit(plot_results, file=self.save_dir / "results.csv")
         for f in self.last, self.best:
             if not f.exists():
                 continue
-            strip_optimizer(f)
+            model = strip_optimizer(f, self.finished.get(f))
             if f is self.best:
                 LOGGER.info(f"\nValidating {f}...")
                 self.results, _, _ = val.run(
                     self.data,
                     batch_size=self.batch_size // WORLD_SIZE * 2,
                     imgsz=self.imgsz,
-                    model=channels_last(attempt_load(f, self.device)),
+                    model=channels_last(eval_model(model.to(self.device))),
                     iou_thres=0.65 if self.is_coco else 0.60,
                     single_cls=self.opt.single_cls,
                     dataloader=self.val_loader,
@@ -442,18 +457,8 @@ class Trainer:
                     plots=self.plots,
                     compute_loss=self.compute_loss,
                 )
-        if self.plots and (self.save_dir / "results.csv").exists():
-            plot_results(file=self.save_dir / "results.csv")
+        self.jobs.close()
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
-
-
-def _broadcast(obj):
-    """Rank 0's object on every DDP rank (no-op outside DDP)."""
-    if RANK == -1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def train(hyp, opt, device):
@@ -544,24 +549,6 @@ def check_options(opt):
     return opt
 
 
-def init_ddp(opt):
-    """torch.distributed.run sets LOCAL_RANK: one process per device (gloo on CPU, nccl on CUDA)."""
-    device = select_device(opt.device, batch_size=opt.batch_size)
-    if LOCAL_RANK == -1:
-        return device
-    if opt.batch_size == -1:
-        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
-    if opt.batch_size % WORLD_SIZE:
-        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
-    if opt.evolve:
-        raise ValueError("--evolve is not compatible with DDP")
-    if device.type == "cuda":
-        torch.cuda.set_device(LOCAL_RANK)
-        device = torch.device("cuda", LOCAL_RANK)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
 def evolve(opt, device):
     """--evolve N: N generations of mutated hyps, each trained once; evolve.csv and hyp_evolve.yaml kept."""
     from utils.evolve import constrain, mutate, record_generation
@@ -595,7 +582,7 @@ def main(opt):
     set_deterministic(opt.deterministic)
     device = init_ddp(opt)
     opt = check_options(opt)
-    opt.save_dir = _broadcast(opt.save_dir)  # every rank uses rank 0's run folder
+    opt.save_dir = broadcast_object(opt.save_dir)  # every rank uses rank 0's run folder
     try:
         with RunLock(opt.save_dir) if RANK in (-1, 0) else nullcontext():
             if opt.evolve:

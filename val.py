@@ -159,7 +159,7 @@ class _Run:
         self.confusion = ConfusionMatrix(nc=nc)
         self.names, self.save_dir = names, save_dir
         self.stats, self.jdict, self.seen, self.dt = [], [], 0, [0.0, 0.0, 0.0]
-        self.last_batch = []
+        self.last_batch, self.plot_threads = [], []
 
     def score_batch(self, out, targets, im, paths, shapes, single_cls):
         """Score every image of a batch; keeps (predictions in original pixels, path, shape) in last_batch."""
@@ -228,16 +228,10 @@ def _plot_batch(batch_i, im, targets, out, paths, run):
     if batch_i >= 3:
         return
     names = run.names
-    Thread(
-        target=plot_images,
-        args=(im, targets, paths, run.save_dir / f"val_batch{batch_i}_labels.jpg", names),
-        daemon=True,
-    ).start()
-    Thread(
-        target=plot_images,
-        args=(im, output_to_target(out), paths, run.save_dir / f"val_batch{batch_i}_pred.jpg", names),
-        daemon=True,
-    ).start()
+    for name, boxes in (("labels", targets), ("pred", output_to_target(out))):
+        f = run.save_dir / f"val_batch{batch_i}_{name}.jpg"
+        run.plot_threads.append(Thread(target=plot_images, args=(im, boxes, paths, f, names), daemon=True))
+        run.plot_threads[-1].start()
 
 
 def _summarise(run, nc, plots, verbose, training):
@@ -364,6 +358,8 @@ def run(
     t = tuple(x / max(r.seen, 1) * 1e3 for x in r.dt)
     if plots:
         r.confusion.plot(save_dir=r.save_dir, names=list(names.values()))
+        for thread in r.plot_threads:  # the batch images are complete when run returns
+            thread.join()
     if save_json and len(r.jdict):
         coco = _save_json(r, weights, data)
         if coco is not None:

@@ -25,9 +25,7 @@ def attempt_load(weights, map_location=None, inplace=True, fuse=True):
     models = Ensemble()
     for w in weights if isinstance(weights, list) else [weights]:
         ckpt = load_checkpoint(w, map_location=map_location or "cpu")
-        m = (ckpt.get("ema") or ckpt["model"]).float()
-        _upgrade_modules(m, inplace)
-        models.append(m.fuse().eval() if fuse else m.eval())
+        models.append(eval_model(ckpt.get("ema") or ckpt["model"], inplace, fuse))
     if len(models) == 1:
         return models[-1]
     ncs = [m.model[-1].nc for m in models]
@@ -36,6 +34,13 @@ def attempt_load(weights, map_location=None, inplace=True, fuse=True):
     models.names, models.yaml = models[0].names, models[0].yaml
     models.stride = models[int(torch.argmax(torch.tensor([m.stride.max() for m in models])))].stride
     return models
+
+
+def eval_model(model, inplace=True, fuse=True):
+    """A checkpoint's model made ready for inference as attempt_load makes it: float32, upgraded, fused, eval mode."""
+    model = model.float()
+    _upgrade_modules(model, inplace)
+    return model.fuse().eval() if fuse else model.eval()
 
 
 def _upgrade_modules(model, inplace):

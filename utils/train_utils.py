@@ -121,9 +121,9 @@ def training_checkpoint(epoch, best_fitness, model, ema, optimizer):
     }
 
 
-def strip_optimizer(f):
-    """Keep only the FP16 EMA model in a finished checkpoint (optimizer and training state dropped)."""
-    x = load_checkpoint(f)
+def stripped(ckpt):
+    """A finished checkpoint: a new dict with the FP16 EMA model of ckpt and no optimizer or training state."""
+    x = dict(ckpt)
     if x.get("ema"):
         x["model"] = x["ema"]
     for k in ("optimizer", "best_fitness", "wandb_id", "ema", "updates", "exact"):
@@ -132,8 +132,18 @@ def strip_optimizer(f):
     x["model"].half()
     for p in x["model"].parameters():
         p.requires_grad = False
+    return x
+
+
+def strip_optimizer(f, finished=None):
+    """Keep only the FP16 EMA model in a finished checkpoint (optimizer and training state dropped); returns it.
+
+    finished: stripped() of the dict last saved to f, written without reading f back (else f is loaded).
+    """
+    x = finished if finished is not None else stripped(load_checkpoint(f))
     save_checkpoint(x, f)
     LOGGER.info(f"Optimizer stripped from {f}, {Path(f).stat().st_size / 1e6:.1f}MB")
+    return x["model"]
 
 
 def warmup_iterations(hyp, nb):
