@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.general import LOGGER  # noqa: E402
+from utils.general import LOGGER
 
 PHASES = ("train", "val", "detect", "whole")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
@@ -332,7 +332,7 @@ def run_phase(phase, opt):
 def _child(conn, phase, opt):
     try:
         conn.send(("ok", run_phase(phase, opt)))
-    except Exception as e:  # noqa: BLE001 - any failure goes back to the parent as a message
+    except Exception as e:  # any failure goes back to the parent as a message
         conn.send(("error", f"{type(e).__name__}: {e}"))
     conn.close()
 
