@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 import val  # noqa: E402
-from models.loading import attempt_load, load_checkpoint
+from models.loading import load_checkpoint, ready_model
 from models.yolo import Model  # noqa: E402
 from utils.atomic import WriteError, atomic_write, is_write_failure
 from utils.autoanchor import check_anchors  # noqa: E402
@@ -46,10 +46,10 @@ from utils.general import (  # noqa: E402
     labels_to_image_weights,
     print_args,
 )
-from utils.loggers import Loggers  # noqa: E402
+from utils.loggers import BackgroundJobs, Loggers  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
-from utils.plots import plot_images, plot_labels, plot_results  # noqa: E402
+from utils.plots import plot_labels, plot_results  # noqa: E402
 from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
 from utils.safetensors_file import save_safetensors
 from utils.torch_utils import (  # noqa: E402
@@ -57,6 +57,7 @@ from utils.torch_utils import (  # noqa: E402
     RANK,
     WORLD_SIZE,
     ModelEMA,
+    broadcast_object,
     channels_last,
     de_parallel,
     init_ddp,
@@ -76,6 +77,7 @@ from utils.train_utils import (  # noqa: E402
     scaled_shape,
     smart_optimizer,
     strip_optimizer,
+    stripped,
     training_checkpoint,
     warmup_iterations,
     warmup_values,
@@ -98,10 +100,11 @@ class Trainer:
         self.hyp = self._load_hyp(hyp)
         self.main = RANK in (-1, 0)
         self.plots = not opt.evolve
+        self.jobs, self.finished = BackgroundJobs(), {}  # plots off the critical path; stripped() of what was saved
         init_seeds(opt.seed + 1 + RANK)
         keep_freed_memory()
         self.data = check_dataset(opt.data) if self.main or RANK == -1 else None
-        self.data = _broadcast(self.data)
+        self.data = broadcast_object(self.data)
         self.nc = 1 if opt.single_cls else int(self.data["nc"])
         names = self.data["names"]
         names = list(names.values() if isinstance(names, dict) else names)
@@ -224,14 +227,14 @@ class Trainer:
                 cache=None if opt.noval else opt.cache,
                 rect=True,
                 rank=-1,
-                workers=opt.workers * 2,
+                workers=val.spare_core_workers(opt.workers * 2, self.device),
                 pad=0.5,
                 prefix=colorstr("val: "),
             )[0]
             check_label_classes(self.val_loader.dataset, self.nc, opt.data)
             if not opt.resume:
                 if self.plots:
-                    plot_labels(labels, self.names, self.save_dir)
+                    self.jobs.submit(plot_labels, labels, self.names, self.save_dir)
                 if not opt.noautoanchor:
                     check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
                 self.model.half().float()  # pre-reduce anchor precision
@@ -287,7 +290,7 @@ class Trainer:
             extra = self._epoch_hooks(epoch)
             mloss = self.train_one_epoch(epoch)
             stop = self.end_epoch(epoch, mloss, extra) if self.main else False
-            if _broadcast(stop):
+            if broadcast_object(stop):
                 break
         if self.main:
             LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
@@ -345,11 +348,17 @@ class Trainer:
                     % (f"{epoch}/{self.opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
                 )
                 if self.plots and ni < 3:
-                    plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", self.names)
-                    self.logger.on_train_batch(ni, self.model, imgs, self.save_dir / f"train_batch{ni}.jpg")
+                    self._plot_batch(ni, imgs, targets, paths)
         self.lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
         return mloss
+
+    def _plot_batch(self, ni, imgs, targets, paths):
+        """The model graph at the first batch (traced now, on this model); the batch mosaic drawn in the background."""
+        if ni == 0:
+            self.logger.log_graph(self.model, imgs)
+        f = self.save_dir / f"train_batch{ni}.jpg"
+        self.jobs.submit(self.logger.plot_batch, ni, imgs, targets.clone(), paths, f, self.names)
 
     def _skip_nonfinite(self, epoch, i):
         """No step on a NaN/inf loss; stop after a run of them (the saved checkpoints stay the finite ones)."""
@@ -418,6 +427,9 @@ class Trainer:
             self.saved_epoch = epoch
             if self.best_fitness == fi:
                 save_checkpoint(ckpt, self.best)
+            self.finished[self.last] = stripped(ckpt)  # its FP16 EMA only: the optimizer state is not kept
+            if self.best_fitness == fi:
+                self.finished[self.best] = self.finished[self.last]
             if opt.save_period > 0 and epoch % opt.save_period == 0:
                 save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
         return stop
@@ -435,19 +447,23 @@ class Trainer:
         self.stopper.best_fitness, self.stopper.best_epoch = self.best_fitness, s["best_epoch"]
 
     def finish(self):
+        """Strip last.pt and best.pt, validate best.pt (its model as saved, not read back); results.png meanwhile."""
+        if self.plots and (self.save_dir / "results.csv").exists():
+            self.jobs.submit(plot_results, file=self.save_dir / "results.csv")
         for f in self.last, self.best:
             if not f.exists():
                 continue
-            stripped = strip_optimizer(load_checkpoint(f, trust=True), f)  # trusted: this run wrote it
+            finished = self.finished.get(f) or stripped(load_checkpoint(f, trust=True))  # trusted: this run wrote it
+            x = strip_optimizer(finished, f)
             if f is self.best and self.opt.save_safetensors:
-                LOGGER.info(f"Saved {save_safetensors(stripped['model'], f.with_suffix('.safetensors'), stripped)}")
+                LOGGER.info(f"Saved {save_safetensors(x['model'], f.with_suffix('.safetensors'), x)}")
             if f is self.best:
                 LOGGER.info(f"\nValidating {f}...")
                 self.results, _, _ = val.run(
                     self.data,
                     batch_size=self.batch_size // WORLD_SIZE * 2,
                     imgsz=self.imgsz,
-                    model=channels_last(attempt_load(f, self.device, trust=True)),
+                    model=channels_last(ready_model(x["model"].to(self.device))),
                     iou_thres=0.65 if self.is_coco else 0.60,
                     single_cls=self.opt.single_cls,
                     dataloader=self.val_loader,
@@ -457,18 +473,8 @@ class Trainer:
                     plots=self.plots,
                     compute_loss=self.compute_loss,
                 )
-        if self.plots and (self.save_dir / "results.csv").exists():
-            plot_results(file=self.save_dir / "results.csv")
+        self.jobs.close()
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
-
-
-def _broadcast(obj):
-    """Rank 0's object on every DDP rank (no-op outside DDP)."""
-    if RANK == -1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def train(hyp, opt, device):
@@ -570,7 +576,7 @@ def main(opt):
     set_deterministic(opt.deterministic)
     device = init_ddp(opt)
     opt = check_options(opt)
-    opt.save_dir = _broadcast(opt.save_dir)  # every rank uses rank 0's run folder
+    opt.save_dir = broadcast_object(opt.save_dir)  # every rank uses rank 0's run folder
     try:
         with RunLock(opt.save_dir) if RANK in (-1, 0) else nullcontext():
             if opt.evolve:

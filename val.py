@@ -162,7 +162,7 @@ class _Run:
         self.confusion = ConfusionMatrix(nc=nc)
         self.names, self.save_dir = names, save_dir
         self.stats, self.jdict, self.seen, self.dt = [], [], 0, [0.0, 0.0, 0.0]
-        self.last_batch = []
+        self.last_batch, self.plot_threads = [], []
 
     def score_batch(self, out, targets, im, paths, shapes, single_cls):
         """Score every image of a batch; keeps (predictions in original pixels, path, shape) in last_batch."""
@@ -241,7 +241,8 @@ def _plot_batch(batch_i, im, targets, out, paths, run):
     names = run.names
     for kind, boxes in (("labels", targets), ("pred", output_to_target(out))):
         args = (im, boxes, paths, run.save_dir / f"val_batch{batch_i}_{kind}.jpg", names)
-        Thread(target=_plot_in_background, args=args, daemon=True).start()
+        run.plot_threads.append(Thread(target=_plot_in_background, args=args, daemon=True))
+        run.plot_threads[-1].start()
 
 
 def _summarise(run, nc, plots, verbose, training, split="val"):
@@ -426,6 +427,8 @@ def evaluate(
     metrics, maps = _summarise(r, nc, o.plots, o.verbose, training, o.split)
     if o.plots:
         r.confusion.plot(save_dir=r.save_dir, names=list(names.values()))
+        for thread in r.plot_threads:  # the batch images are complete when run returns
+            thread.join()
     if o.save_json and len(r.jdict):
         coco = _save_json(r, o.weights, data)
         if coco is not None:

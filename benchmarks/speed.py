@@ -5,7 +5,13 @@ Usage:
     python benchmarks/speed.py ... --baseline old.json   # adds the ratio of every figure to old.json's
 
 Each phase runs in its own forked process (so its peak RSS is its own) and is repeated --warmup + --repeats times;
-the figures are medians over the --repeats timed ones:
+the figures are medians over the --repeats timed ones. The first line names the CPU (model and its vector/matrix
+flags: avx2, avx512*, amx*) and the GPU when one is used: figures from different machines do not compare.
+- whole: `python train.py` (--cfg, --weights, --data, --hyp, --img, --batch-size, --workers, --whole-epochs) as a
+  subprocess, the way a user runs it: its wall-clock and CPU seconds (user + system, dataloader workers included),
+  and its phases from the time each log line arrived: imports (until the first line), start-up (until `Starting
+  training`), the first epoch, the mean of the other epochs (each with its validation) and what follows the last
+  epoch (strip, validation of best.pt, plots).
 - train: train.py's Trainer (--cfg, --weights, --data, --hyp, --img, --batch-size, --workers) runs its own
   train_one_epoch (augmenting loader, forward, loss, backward, optimizer step, EMA); images/s = images / epoch time.
   The epochs are the warm-up epochs of a run (the optimizer steps on almost every batch). AutoAnchor is skipped.
@@ -22,9 +28,11 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import platform
 import re
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.general import LOGGER  # noqa: E402
+from utils.general import LOGGER
 
-PHASES = ("train", "val", "detect")
+PHASES = ("train", "val", "detect", "whole")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 HIGHER_IS_BETTER = ("train images/s",)
 ACCURACY = ("P", "R", "mAP@.5", "mAP@.5:.95")
 SPEED_LINE = re.compile(r"Speed: ([\d.]+)ms pre-process, ([\d.]+)ms inference, ([\d.]+)ms NMS")
@@ -63,11 +72,12 @@ def parse_opt(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed runs per phase (epochs for train)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per phase first")
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="what to measure")
+    p.add_argument("--whole-epochs", type=int, default=3, help="epochs of the whole-process train.py run")
     p.add_argument("--save", help="write the figures to this JSON file")
     p.add_argument("--baseline", help="JSON file written by --save: print each figure's ratio against it")
     opt = p.parse_args(argv)
-    if opt.repeats < 1 or opt.warmup < 0 or opt.batch_size < 1 or opt.val_batch_size < 1 or opt.workers < 0:
-        p.error("--repeats, --batch-size and --val-batch-size must be >= 1, --warmup and --workers >= 0")
+    if min(opt.repeats, opt.batch_size, opt.val_batch_size, opt.whole_epochs) < 1 or min(opt.warmup, opt.workers) < 0:
+        p.error("--repeats, --batch-size, --val-batch-size and --whole-epochs must be >= 1, --warmup, --workers >= 0")
     if opt.threads is not None and opt.threads < 1:
         p.error(f"--threads must be >= 1, got {opt.threads}")
     for name in ("weights", "data", "baseline"):
@@ -221,7 +231,74 @@ def measure_detect(opt, tmp):
     }
 
 
-MEASURES = {"train": measure_train, "val": measure_val, "detect": measure_detect}
+def _whole_run(opt, tmp, i):
+    """One `python train.py` subprocess: (wall seconds, CPU seconds, [(seconds since start, stdout line)])."""
+    args = [sys.executable, "-u", str(ROOT / "train.py"), "--cfg", opt.cfg, "--weights", opt.weights]
+    args += ["--data", opt.data, "--hyp", opt.hyp, "--img", str(opt.img), "--batch-size", str(opt.batch_size)]
+    args += ["--workers", str(opt.workers), "--epochs", str(opt.whole_epochs), "--device", opt.device]
+    args += ["--project", str(tmp), "--name", f"whole{i}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(tmp / f"whole{i}.err", "w+") as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in p.stdout]
+        rc, wall = p.wait(), time.perf_counter() - t0
+        err.seek(0)
+        if rc:
+            tail = "\n".join((err.read().strip().splitlines() or ["(no stderr)"])[-5:])
+            raise RuntimeError(f"train.py exited with {rc}:\n{tail}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, lines
+
+
+def whole_phases(wall, lines):
+    """Seconds of imports, start-up, first epoch, mean other epoch and after training from train.py's log lines."""
+
+    def first(text, default):
+        return next((t for t, line in lines if text in line), default)
+
+    starts = [t for t, line in lines if line.split()[:2] == ["Epoch", "gpu_mem"]]
+    end = first("epochs completed in", wall)
+    edges = [*starts, end]
+    epochs = [b - a for a, b in zip(edges, edges[1:])]
+    return {
+        "imports s": lines[0][0] if lines else wall,
+        "start-up s (to the first epoch)": first("Starting training", wall),
+        "first epoch s": epochs[0] if epochs else 0.0,
+        "other epochs s (mean)": statistics.mean(epochs[1:]) if len(epochs) > 1 else 0.0,
+        "after training s": wall - end,
+    }
+
+
+def measure_whole(opt, tmp):
+    """Medians of the whole train.py process: wall and CPU seconds, and its phases."""
+    runs = [_whole_run(opt, tmp, i) for i in range(opt.warmup + opt.repeats)][opt.warmup :]
+    total = f"whole-process s ({opt.whole_epochs} epochs)"
+    keyed = [{total: w, "whole-process CPU s": c, **whole_phases(w, lines)} for w, c, lines in runs]
+    return {k: statistics.median(r[k] for r in keyed) for k in keyed[0]}
+
+
+def _cpuinfo(key):
+    """The value of the first `key : value` line of /proc/cpuinfo ('' where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.split(":")[0].strip() == key), "")
+    except OSError:
+        return ""
+
+
+def machine(device=""):
+    """'<CPU model> (<n> cores; avx2 avx512f ...)', with the CUDA device's name when device selects one."""
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    flags = [f for f in CPU_FLAGS if f in _cpuinfo("flags").split()]
+    s = f"{name} ({os.cpu_count()} cores; {' '.join(flags) or 'no ' + '/'.join(CPU_FLAGS[:2])})"
+    if str(device).strip().lower() != "cpu" and torch.cuda.is_available():
+        s += f", GPU {torch.cuda.get_device_name(0)}"
+    return s
+
+
+MEASURES = {"train": measure_train, "val": measure_val, "detect": measure_detect, "whole": measure_whole}
 
 
 def _reset_peak_rss():
@@ -255,7 +332,7 @@ def run_phase(phase, opt):
 def _child(conn, phase, opt):
     try:
         conn.send(("ok", run_phase(phase, opt)))
-    except Exception as e:  # noqa: BLE001 - any failure goes back to the parent as a message
+    except Exception as e:  # any failure goes back to the parent as a message
         conn.send(("error", f"{type(e).__name__}: {e}"))
     conn.close()
 
@@ -342,9 +419,10 @@ def main(argv=None):
     setup.update(
         torch=torch.__version__, threads=opt.threads or torch.get_num_threads(), cpus=os.cpu_count(), root=str(ROOT)
     )
+    setup["machine"] = machine(opt.device)
     print(
         f"{Path(opt.weights).name}, {opt.cfg}, img {opt.img}: medians of {opt.repeats} runs, torch "
-        f"{torch.__version__}, {setup['threads']} threads\n"
+        f"{torch.__version__}, {setup['threads']} threads\n{setup['machine']}\n"
     )
     print(report(figures, baseline))
     if opt.save:

@@ -147,9 +147,16 @@ def test_speed_saves_figures_and_prints_baseline_ratios(tiny_data, tiny_weights,
         "2",
         "--warmup",
         "0",
+        "--whole-epochs",
+        "1",
     ]
     assert speed.main(argv + ["--save", str(tmp_path / "a.json")]) == 0
-    figures = json.loads((tmp_path / "a.json").read_text())["figures"]
+    saved = json.loads((tmp_path / "a.json").read_text())
+    figures = saved["figures"]
+    assert saved["setup"]["machine"] == speed.machine("cpu") and "cores" in saved["setup"]["machine"]
+    whole = ("imports s", "start-up s (to the first epoch)", "first epoch s", "after training s")
+    assert figures["whole-process s (1 epochs)"] > sum(figures[k] for k in whole[1:]) - 1e-6 > 0
+    assert 0 < figures[whole[0]] < figures[whole[1]] and figures["whole-process CPU s"] > 0
     assert figures["train images/s"] > 0 and figures["detect latency ms/img (batch 1)"] > 0
     assert figures["val inference ms/img (batch 2)"] > 0 and figures["val NMS ms/img"] >= 0
     assert all(figures[f"{p} peak RSS (MB)"] > 50 for p in speed.PHASES)
@@ -197,3 +204,21 @@ def test_attention_speed_gflops_column_counts_forward_and_backward(capsys):
     assert lines[-4].startswith("| block | P3 time | P3 memory | P3 GFLOP/s | P4 time")
     se = [c.strip() for c in lines[-2].strip("|").split("|")]
     assert se[0] == "SE" and len(se) == 10 and float(se[3]) > 0  # SE's two linear layers are counted
+
+
+def test_whole_phases_from_log_times():
+    lines = [
+        (1.5, "train: weights=..."),
+        (4.0, "Starting training for 2 epochs..."),
+        (4.1, "     Epoch   gpu_mem       box"),
+        (10.1, "     Epoch   gpu_mem       box"),
+        (14.1, "2 epochs completed in 0.003 hours."),
+    ]
+    phases = speed.whole_phases(17.0, [(t, line.strip()) for t, line in lines])
+    assert phases == {
+        "imports s": 1.5,
+        "start-up s (to the first epoch)": 4.0,
+        "first epoch s": pytest.approx(6.0),
+        "other epochs s (mean)": pytest.approx(4.0),
+        "after training s": pytest.approx(2.9),
+    }

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.cluster.vq import kmeans
 from tqdm import tqdm
 
 from utils.general import LOGGER, colorstr
@@ -113,6 +112,8 @@ def _initial_anchors(wh, n, rng):
     s = wh.std(0)
     s[s == 0] = 1  # all boxes share a side length: nothing to whiten
     if len(wh) >= n:
+        from scipy.cluster.vq import kmeans  # only when anchors are recomputed (scipy takes ~0.5 s to import)
+
         k = kmeans(wh / s, n, iter=30, seed=rng)[0] * s
         if len(k) == n:
             return k

@@ -1,16 +1,20 @@
 """Box format conversions, coordinate rescaling and non-maximum suppression (numpy and torch)."""
 
+import functools
+import importlib.machinery
+import importlib.util
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 LOGGER = logging.getLogger("yolov5")  # configured in utils.general
 
 MAX_WH = 4096  # per-class box offset in pixels; larger than any image side
-MAX_NMS = 30000  # most boxes handed to torchvision.ops.nms per image
+MAX_NMS = 30000  # most boxes handed to torchvision's NMS kernel per image
+TORCHVISION_LIBRARIES = ("_C_stable", "_C")  # the extension holding torchvision's ops: name since 0.29, before it
 
 
 def _clone(x):
@@ -124,12 +128,43 @@ def _candidates(x, conf_thres, multi_label):
     return torch.cat((box, conf, j.float()), 1)[conf.view(-1) > conf_thres]
 
 
+def _load_torchvision_ops():
+    """Load torchvision's compiled ops library as its own loader does (torch.ops.load_library), without importing
+    the torchvision package: its __init__ imports the models and datasets and, through them, torch._dynamo
+    (seconds of start-up). True when the library was found and loaded."""
+    spec = importlib.util.find_spec("torchvision")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    finder = importlib.machinery.FileFinder(
+        str(folder), (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
+    )
+    for name in TORCHVISION_LIBRARIES:
+        lib = finder.find_spec(name)
+        if lib is not None:
+            try:
+                torch.ops.load_library(lib.origin)
+            except OSError:
+                return False
+            return hasattr(torch.ops.torchvision, "nms")
+    return False
+
+
+@functools.cache
+def nms_kernel():
+    """torchvision's NMS kernel (torch.ops.torchvision.nms, CPU and CUDA): the ops library alone when it can be
+    found, else through `import torchvision` (other layouts, e.g. Windows DLL folders)."""
+    if not hasattr(torch.ops.torchvision, "nms") and not _load_torchvision_ops():
+        import torchvision  # noqa: F401  (registers torch.ops.torchvision.*)
+    return torch.ops.torchvision.nms
+
+
 def _nms_one(x, iou_thres, agnostic, max_det):
     """Class-offset torchvision NMS on (n, 6) candidates, keeping at most max_det rows."""
     if x.shape[0] > MAX_NMS:
         x = x[x[:, 4].argsort(descending=True)[:MAX_NMS]]
     offsets = x[:, 5:6] * (0 if agnostic else MAX_WH)  # separates classes so they never suppress each other
-    keep = torchvision.ops.nms(x[:, :4] + offsets, x[:, 4], iou_thres)
+    keep = nms_kernel()(x[:, :4] + offsets, x[:, 4], iou_thres)
     return x[keep[:max_det]]
 
 

@@ -3,14 +3,16 @@
 import csv
 import io
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from pathlib import Path
 
-import cv2
 import torch
+from PIL import Image
 
 from utils.atomic import atomic_write
 from utils.general import LOGGER, colorstr
+from utils.plots import plot_images
 from utils.torch_utils import de_parallel
 from utils.train_utils import RESULT_KEYS
 
@@ -72,17 +74,22 @@ class Loggers:
             LOGGER.warning(f"{colorstr('TensorBoard: ')}WARNING: model graph not logged: {type(e).__name__}: {e}")
 
     def log_image(self, file, step=0):
-        """An image file (jpg/png) under its stem as tag; absent files are skipped."""
+        """An image file (jpg/png) under its stem as tag, its encoded bytes as they are (TensorBoard shows JPEG and
+        PNG; decoding and re-encoding as PNG made events 5x larger and took seconds); absent files are skipped."""
         file = Path(file)
-        im = cv2.imread(str(file)) if self.tb and file.exists() else None
-        if im is not None:
-            self.tb.add_image(file.stem, im[..., ::-1].copy(), step, dataformats="HWC")
+        if not (self.tb and file.is_file()):
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
 
-    def on_train_batch(self, ni, model, imgs, batch_image):
-        """After plotting train_batch{ni}.jpg: the graph at the first batch, then the image."""
-        if ni == 0:
-            self.log_graph(model, imgs)
-        self.log_image(batch_image, ni)
+        with Image.open(file) as im:
+            (w, h), bands = im.size, len(im.getbands())
+        image = Summary.Image(height=h, width=w, colorspace=bands, encoded_image_string=file.read_bytes())
+        self.tb.file_writer.add_summary(Summary(value=[Summary.Value(tag=file.stem, image=image)]), step)
+
+    def plot_batch(self, ni, imgs, targets, paths, file, names):
+        """train_batch{ni}.jpg (the batch as a mosaic with its labels), then the same file as a TensorBoard image."""
+        plot_images(imgs, targets, paths, file, names)
+        self.log_image(file, ni)
 
     def drop_from(self, epoch):
         """Remove results.csv rows of epochs >= epoch (a resumed run repeats the epoch that was interrupted)."""
@@ -115,3 +122,26 @@ class Loggers:
         if self.tb:
             self.tb.close()
             self.tb = None
+
+
+class BackgroundJobs:
+    """Plots and TensorBoard images run one after another on a worker thread, off the training loop's path.
+
+    close() returns when every submitted job is done; a job that failed is reported as a warning (a plot never
+    stops a training run).
+    """
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
+        self.jobs = []
+
+    def submit(self, fn, *args, **kwargs):
+        self.jobs.append((fn.__name__, self.pool.submit(fn, *args, **kwargs)))
+
+    def close(self):
+        for name, job in self.jobs:
+            e = job.exception()
+            if e is not None:
+                LOGGER.warning(f"WARNING: {name} failed: {type(e).__name__}: {e}")
+        self.jobs = []
+        self.pool.shutdown()

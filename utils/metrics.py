@@ -3,16 +3,12 @@
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
-import torchvision
 
 from utils.atomic import save_figure
+from utils.figures import subplots
 from utils.general import LOGGER
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
 trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 only has trapz
 
@@ -23,9 +19,22 @@ def fitness(x):
     return (np.asarray(x)[:, :4] * w).sum(1)
 
 
+def _upcast(t):
+    """float16/bfloat16 -> float32 (products of coordinates overflow FP16); float32/64 and integers as they are."""
+    return t.float() if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64) else t
+
+
 def box_iou(box1, box2):
-    """Pairwise IoU (n, m) of [x1, y1, x2, y2] boxes box1 (n, 4) and box2 (m, 4)."""
-    return torchvision.ops.box_iou(box1, box2)
+    """Pairwise IoU (n, m) of [x1, y1, x2, y2] boxes box1 (n, 4) and box2 (m, 4), computed in the order and
+    precision of torchvision.ops.box_iou (same results, without importing torchvision)."""
+    b1, b2 = _upcast(box1), _upcast(box2)
+    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    lt = torch.max(box1[:, None, :2], box2[None, :, :2])
+    rb = torch.min(box1[:, None, 2:], box2[None, :, 2:])
+    wh = _upcast(rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
 
 
 def _corners(box, xywh):
@@ -214,7 +223,6 @@ def _finish_curve_plot(fig, ax, xlabel, ylabel, save_dir):
     ax.set_ylim(0, 1)
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
     save_figure(fig, Path(save_dir), dpi=250)
-    plt.close(fig)
 
 
 def plot_pr_curve(px, py, ap, save_dir="pr_curve.png", names=()):
@@ -222,7 +230,7 @@ def plot_pr_curve(px, py, ap, save_dir="pr_curve.png", names=()):
     if not len(py):
         LOGGER.warning(f"WARNING: metrics.py plot_pr_curve: no classes to plot, {save_dir} not written")
         return
-    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+    fig, ax = subplots(1, 1, figsize=(9, 6), tight_layout=True)
     py = np.stack(py, axis=1)
     ap = np.asarray(ap).reshape(py.shape[1], -1)
     for i, y in enumerate(py.T):
@@ -234,7 +242,7 @@ def plot_pr_curve(px, py, ap, save_dir="pr_curve.png", names=()):
 
 def plot_mc_curve(px, py, save_dir="mc_curve.png", names=(), xlabel="Confidence", ylabel="Metric"):
     """Plot a metric-vs-confidence curve per class (when < 21 classes) and the mean with its best value."""
-    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+    fig, ax = subplots(1, 1, figsize=(9, 6), tight_layout=True)
     py = np.asarray(py).reshape(-1, len(px))
     for i, y in enumerate(py):
         label = f"{names[i]}" if 0 < len(names) < 21 else None
@@ -251,7 +259,7 @@ def plot_confusion_matrix(matrix, nc, names, save_dir, normalize=True):
         raise ValueError(f"metrics.py plot_confusion_matrix: matrix shape {matrix.shape} != ({nc + 1}, {nc + 1})")
     array = matrix / ((matrix.sum(0).reshape(1, -1) + 1e-9) if normalize else 1)
     array[array < 0.005] = np.nan  # hide near-zero cells
-    fig, ax = plt.subplots(1, 1, figsize=(12, 9), tight_layout=True)
+    fig, ax = subplots(1, 1, figsize=(12, 9), tight_layout=True)
     im = ax.imshow(array, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(im, ax=ax)
     if nc < 30:
@@ -276,4 +284,3 @@ def plot_confusion_matrix(matrix, nc, names, save_dir, normalize=True):
     ax.set_xlabel("True")
     ax.set_ylabel("Predicted")
     save_figure(fig, Path(save_dir) / "confusion_matrix.png", dpi=250)
-    plt.close(fig)

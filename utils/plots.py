@@ -6,18 +6,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from utils.atomic import atomic_write, save_figure
+from utils.figures import dejavu_sans_path, figure, subplots
 from utils.general import LOGGER, clip_coords, increment_path, xywh2xyxy, xyxy2xywh
 from utils.metrics import fitness
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
-from matplotlib import font_manager  # noqa: E402
 
 RESULTS_PLOT_ORDER = (1, 2, 3, 4, 5, 8, 9, 10, 6, 7)  # train losses + P, R on top; val losses + mAPs below
 
@@ -64,7 +60,7 @@ colors = Colors()
 
 def load_font(size=10):
     """Return a TrueType font of the given pixel size (matplotlib's bundled DejaVu Sans, with Unicode coverage)."""
-    path = font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+    path = dejavu_sans_path()
     try:
         return ImageFont.truetype(path, max(int(size), 1))
     except OSError:
@@ -280,7 +276,7 @@ def _box_outlines(labels, n=1000):
 def _plot_correlogram(xywh, save_dir):
     """Save labels_correlogram.jpg: histograms of x, y, width, height and their pairwise scatter plots."""
     keys = ("x", "y", "width", "height")
-    fig, ax = plt.subplots(4, 4, figsize=(8, 8), tight_layout=True)
+    fig, ax = subplots(4, 4, figsize=(8, 8), tight_layout=True)
     for i in range(4):
         for j in range(4):
             a = ax[i, j]
@@ -294,7 +290,6 @@ def _plot_correlogram(xywh, save_dir):
             a.set_xlabel(keys[j] if i == 3 else "")
             a.set_ylabel(keys[i] if j == 0 else "")
     save_figure(fig, Path(save_dir) / "labels_correlogram.jpg", dpi=200)
-    plt.close(fig)
 
 
 def plot_labels(labels, names=(), save_dir=Path("")):
@@ -309,7 +304,7 @@ def plot_labels(labels, names=(), save_dir=Path("")):
     nc = max(int(c.max()) + 1, len(names))
     LOGGER.info(f"Plotting labels to {save_dir / 'labels.jpg'}... ")
     _plot_correlogram(xywh, save_dir)
-    fig, ax = plt.subplots(2, 2, figsize=(8, 8), tight_layout=True)
+    fig, ax = subplots(2, 2, figsize=(8, 8), tight_layout=True)
     ax = ax.ravel()
     counts = np.bincount(c, minlength=nc)
     ax[0].bar(range(nc), counts, color=[np.array(colors(i)) / 255 for i in range(nc)])
@@ -329,7 +324,6 @@ def plot_labels(labels, names=(), save_dir=Path("")):
         for s in ("top", "right"):
             a.spines[s].set_visible(False)
     save_figure(fig, save_dir / "labels.jpg", dpi=200)
-    plt.close(fig)
 
 
 def _read_csv_columns(file):
@@ -354,7 +348,7 @@ def plot_results(file="path/to/results.csv", dir=""):
     files = sorted(save_dir.glob("results*.csv")) if dir else [Path(file)]
     if not files or not all(f.is_file() for f in files):
         raise FileNotFoundError(f"plots.py plot_results: no results csv found at {save_dir if dir else file}")
-    fig, ax = plt.subplots(2, 5, figsize=(12, 6), tight_layout=True)
+    fig, ax = subplots(2, 5, figsize=(12, 6), tight_layout=True)
     ax = ax.ravel()
     for f in files:
         keys, data = _read_csv_columns(f)
@@ -366,7 +360,6 @@ def plot_results(file="path/to/results.csv", dir=""):
     ax[1].legend()
     out = save_dir / "results.png"
     save_figure(fig, out, dpi=200)
-    plt.close(fig)
     return out
 
 
@@ -381,18 +374,17 @@ def plot_evolve(evolve_csv="path/to/evolve.csv"):
     hyps = keys[7:]
     nc = math.ceil(len(hyps) ** 0.5)
     nr = math.ceil(len(hyps) / nc)
-    fig = plt.figure(figsize=(2.5 * nc, 3 * nr), tight_layout=True)
+    fig = figure(figsize=(2.5 * nc, 3 * nr), tight_layout=True)
     for i, k in enumerate(hyps):
         v = x[:, 7 + i]
-        plt.subplot(nr, nc, i + 1)
-        plt.scatter(v, f, c=_hist2d_log(v, f, 20), cmap="viridis", alpha=0.8, edgecolors="none")
-        plt.plot(v[j], f[j], "k+", markersize=15)
-        plt.title(f"{k} = {v[j]:.3g}", fontdict={"size": 9})
+        ax = fig.add_subplot(nr, nc, i + 1)
+        ax.scatter(v, f, c=_hist2d_log(v, f, 20), cmap="viridis", alpha=0.8, edgecolors="none")
+        ax.plot(v[j], f[j], "k+", markersize=15)
+        ax.set_title(f"{k} = {v[j]:.3g}", fontdict={"size": 9})
         if i % nc:
-            plt.yticks([])
+            ax.set_yticks([])
     out = evolve_csv.with_name("evolve.png")
     save_figure(fig, out, dpi=200)
-    plt.close(fig)
     LOGGER.info(f"Saved {out}")
     return out
 
@@ -406,9 +398,9 @@ def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detec
         return None
     f = Path(save_dir) / f"stage{stage}_{module_type.split('.')[-1]}_features.png"
     n = min(n, channels)
-    fig, ax = plt.subplots(math.ceil(n / 8), 8, tight_layout=True)
+    fig, ax = subplots(math.ceil(n / 8), 8, tight_layout=True)
     ax = np.atleast_1d(ax).ravel()
-    plt.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
     maps = x[0].detach().float().cpu().numpy()
     for i, a in enumerate(ax):
         if i < n:
@@ -416,7 +408,6 @@ def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detec
         a.axis("off")
     LOGGER.info(f"Saving {f}... ({n}/{channels})")
     save_figure(fig, f, dpi=300, bbox_inches="tight")
-    plt.close(fig)
     return f
 
 
@@ -448,7 +439,7 @@ STUDY_COLUMNS = ("P", "R", "mAP@.5", "mAP@.5:.95", "t_preprocess (ms/img)", "t_i
 
 def plot_val_study(files, x, save="study.png"):
     """val.py --task study: each metric against img size, and mAP@.5:.95 against inference time, per weights file."""
-    fig, ax = plt.subplots(2, 4, figsize=(12, 6), tight_layout=True)
+    fig, ax = subplots(2, 4, figsize=(12, 6), tight_layout=True)
     ax = ax.ravel()
     for f in files:
         y = np.atleast_2d(np.loadtxt(f))
@@ -467,5 +458,4 @@ def plot_val_study(files, x, save="study.png"):
     out = Path(files[0]).parent / save if files else Path(save)
     LOGGER.info(f"Saving {out}...")
     save_figure(fig, out, dpi=200)
-    plt.close(fig)
     return out

@@ -1,4 +1,4 @@
-"""PyTorch helpers: devices, timing, BN fusion, memory reuse, model summary and FLOP counting, EMA."""
+"""PyTorch helpers: devices, DDP set-up, timing, BN fusion, memory reuse, model summary and FLOP counting, EMA."""
 
 import ctypes
 import ctypes.util
@@ -47,6 +47,33 @@ def select_device(device="", batch_size=0):
         s += "CPU\n"
     LOGGER.info(s.rstrip())
     return torch.device("cuda:0" if cuda else "cpu")
+
+
+def init_ddp(opt):
+    """torch.distributed.run sets LOCAL_RANK: one process per device (gloo on CPU, nccl on CUDA)."""
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    if LOCAL_RANK == -1:
+        return device
+    if opt.batch_size == -1:
+        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
+    if opt.batch_size % WORLD_SIZE:
+        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
+    if opt.evolve:
+        raise ValueError("--evolve is not compatible with DDP")
+    if device.type == "cuda":
+        torch.cuda.set_device(LOCAL_RANK)
+        device = torch.device("cuda", LOCAL_RANK)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def broadcast_object(obj):
+    """Rank 0's object on every DDP rank (no-op outside DDP)."""
+    if RANK == -1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def time_sync():
@@ -296,22 +323,3 @@ class ModelEMA:
             if (len(include) and k not in include) or k.startswith("_") or k in exclude:
                 continue
             setattr(self.ema, k, v)
-
-
-def init_ddp(opt):
-    """The device of this process; under torch.distributed.run (LOCAL_RANK set) one process per device joins the
-    process group (gloo on CPU, nccl on CUDA)."""
-    device = select_device(opt.device, batch_size=opt.batch_size)
-    if LOCAL_RANK == -1:
-        return device
-    if opt.batch_size == -1:
-        raise ValueError("--batch-size -1 (AutoBatch) is not supported with DDP: pass a batch size")
-    if opt.batch_size % WORLD_SIZE:
-        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
-    if opt.evolve:
-        raise ValueError("--evolve is not compatible with DDP")
-    if device.type == "cuda":
-        torch.cuda.set_device(LOCAL_RANK)
-        device = torch.device("cuda", LOCAL_RANK)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device

@@ -122,9 +122,9 @@ def training_checkpoint(epoch, best_fitness, model, ema, optimizer):
     }
 
 
-def strip_optimizer(x, f):
-    """Save checkpoint x (loaded from f) back to f with only its FP16 EMA model (optimizer and training state
-    dropped); returns the stripped checkpoint."""
+def stripped(ckpt):
+    """A finished checkpoint: a new dict with the FP16 EMA model of ckpt and no optimizer or training state."""
+    x = dict(ckpt)
     if x.get("ema"):
         x["model"] = x["ema"]
     for k in ("optimizer", "best_fitness", "wandb_id", "ema", "updates", "exact"):
@@ -133,6 +133,14 @@ def strip_optimizer(x, f):
     x["model"].half()
     for p in x["model"].parameters():
         p.requires_grad = False
+    return x
+
+
+def strip_optimizer(x, f):
+    """Save x, a finished checkpoint (stripped() of the dict last saved to f, or of f loaded), to f; returns x.
+
+    Only its FP16 EMA model is kept (optimizer and training state dropped).
+    """
     save_checkpoint(x, f)
     LOGGER.info(f"Optimizer stripped from {f}, {Path(f).stat().st_size / 1e6:.1f}MB")
     return x
