@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.backends import DetectMultiBackend  # noqa: E402
-from utils.downloads import download_url, is_url  # noqa: E402
-from utils.general import (  # noqa: E402
+from models.backends import DetectMultiBackend
+from utils.downloads import download_url, is_url
+from utils.general import (
     LOGGER,
     check_img_size,
     colorstr,
@@ -30,10 +30,10 @@ from utils.general import (  # noqa: E402
     scale_coords,
     xyxy2xywh,
 )
-from utils.heatmaps import Heatmaps  # noqa: E402
-from utils.plots import Annotator, colors, save_one_box, visualize_features  # noqa: E402
-from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams  # noqa: E402
-from utils.torch_utils import select_device, time_sync  # noqa: E402
+from utils.heatmaps import Heatmaps
+from utils.plots import Annotator, colors, save_one_box, visualize_features
+from utils.sources import IMG_FORMATS, VID_FORMATS, LoadImages, LoadStreams
+from utils.torch_utils import select_device, time_sync
 
 DEFAULT_SOURCE = ROOT / "data" / "images"  # bus.jpg and zidane.jpg, as in v6.1
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")

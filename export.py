@@ -44,12 +44,12 @@ if str(ROOT) not in sys.path:
 
 from models.loading import load_checkpoint, ready_model
 from models.registry import required_opset
-from models.yolo import Detect, Model  # noqa: E402
-from utils.downloads import attempt_download, check_dataset  # noqa: E402
-from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args  # noqa: E402
+from models.yolo import Detect, Model
+from utils.downloads import attempt_download, check_dataset
+from utils.general import LOGGER, check_img_size, colorstr, file_size, print_args
 from utils.safetensors_file import save_safetensors
-from utils.sources import LoadImages  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
+from utils.sources import LoadImages
+from utils.torch_utils import select_device
 
 FORMATS = ("safetensors", "torchscript", "onnx", "openvino", "coreml")  # export order
 REFUSED = {

@@ -17,15 +17,15 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.autoshape import AutoShape  # noqa: E402
-from models.backends import DetectMultiBackend  # noqa: E402
+from models.autoshape import AutoShape
+from models.backends import DetectMultiBackend
 from models.loading import load_checkpoint
 from models.variants import variant_entries
-from models.yolo import Model  # noqa: E402
-from utils.downloads import attempt_download  # noqa: E402
-from utils.general import LOGGER  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
-from utils.transfer import log_transfer, transfer_weights  # noqa: E402
+from models.yolo import Model
+from utils.downloads import attempt_download
+from utils.general import LOGGER
+from utils.torch_utils import select_device
+from utils.transfer import log_transfer, transfer_weights
 
 dependencies = ["torch", "yaml", "cv2", "PIL", "numpy"]  # what torch.hub checks before loading
 SIZES = "nsmlx"

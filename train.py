@@ -24,17 +24,17 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-import val  # noqa: E402
+import val
 from models.loading import load_checkpoint, ready_model
-from models.yolo import Model  # noqa: E402
+from models.yolo import Model
 from utils.atomic import WriteError, atomic_write, is_write_failure
-from utils.autoanchor import check_anchors  # noqa: E402
-from utils.autobatch import check_train_batch_size  # noqa: E402
+from utils.autoanchor import check_anchors
+from utils.autobatch import check_train_batch_size
 from utils.checkpoints import save_checkpoint
-from utils.datasets import check_label_classes, create_dataloader, set_loader_epoch  # noqa: E402
-from utils.downloads import attempt_download, check_dataset  # noqa: E402
+from utils.datasets import check_label_classes, create_dataloader, set_loader_epoch
+from utils.downloads import attempt_download, check_dataset
 from utils.evolve import evolve
-from utils.general import (  # noqa: E402
+from utils.general import (
     LOGGER,
     check_file,
     check_img_size,
@@ -46,13 +46,13 @@ from utils.general import (  # noqa: E402
     labels_to_image_weights,
     print_args,
 )
-from utils.loggers import BackgroundJobs, Loggers  # noqa: E402
-from utils.loss import ComputeLoss  # noqa: E402
-from utils.metrics import fitness  # noqa: E402
-from utils.plots import plot_labels, plot_results  # noqa: E402
-from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic  # noqa: E402
+from utils.loggers import BackgroundJobs, Loggers
+from utils.loss import ComputeLoss
+from utils.metrics import fitness
+from utils.plots import plot_labels, plot_results
+from utils.reproducibility import IMAGE_WEIGHTS, MULTI_SCALE, exact_state, seeded_rng, set_deterministic
 from utils.safetensors_file import save_safetensors
-from utils.torch_utils import (  # noqa: E402
+from utils.torch_utils import (
     LOCAL_RANK,
     RANK,
     WORLD_SIZE,
@@ -63,7 +63,7 @@ from utils.torch_utils import (  # noqa: E402
     init_ddp,
     keep_freed_memory,
 )
-from utils.train_utils import (  # noqa: E402
+from utils.train_utils import (
     MAX_NONFINITE,
     EarlyStopping,
     NonFiniteLossError,
@@ -83,7 +83,7 @@ from utils.train_utils import (  # noqa: E402
     warmup_values,
     write_failure,
 )
-from utils.transfer import log_transfer, transfer_weights  # noqa: E402
+from utils.transfer import log_transfer, transfer_weights
 
 NBS = 64  # nominal batch size
 

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.backends import DetectMultiBackend  # noqa: E402
+from models.backends import DetectMultiBackend
 from utils.atomic import WriteError
-from utils.datasets import check_label_classes, create_dataloader  # noqa: E402
-from utils.downloads import check_dataset  # noqa: E402
-from utils.general import (  # noqa: E402
+from utils.datasets import check_label_classes, create_dataloader
+from utils.downloads import check_dataset
+from utils.general import (
     LOGGER,
     check_img_size,
     check_yaml,
@@ -36,9 +36,9 @@ from utils.general import (  # noqa: E402
     xywh2xyxy,
     xyxy2xywh,
 )
-from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions  # noqa: E402
-from utils.plots import output_to_target, plot_images, plot_val_study  # noqa: E402
-from utils.torch_utils import keep_freed_memory, select_device, time_sync  # noqa: E402
+from utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from utils.plots import output_to_target, plot_images, plot_val_study
+from utils.torch_utils import keep_freed_memory, select_device, time_sync
 
 STUDY_SIZES = range(256, 1536 + 128, 128)  # v6.1's --task study image sizes
 ROW = "%20s" + "%11i" * 2 + "%11.3g" * 4

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.config import SCALES  # noqa: E402
-from models.registry import Channels, build_block, entries  # noqa: E402
-from utils.general import make_divisible  # noqa: E402
+from models.config import SCALES
+from models.registry import Channels, build_block, entries
+from utils.general import make_divisible
 
 LEVELS = (("P3", 8, 256), ("P4", 16, 512), ("P5", 32, 1024))
 MIN_MIB = 1.0  # below this SE's CPU peak is allocator noise (pages already resident): no memory ratio
@@ -116,7 +116,7 @@ def time_and_memory(name, c, hw, opt):
 def _child(conn, args):
     try:
         conn.send(time_and_memory(*args))
-    except Exception as e:  # noqa: BLE001 - the parent reports it instead of waiting forever
+    except Exception as e:
         conn.send(RuntimeError(f"attention_speed.py: {args[0]} with {args[1]} channels on {args[2]}: {e}"))
     conn.close()
 

@@ -32,21 +32,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's C++ side logs a GPU-count error on CPU-only machines
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch._C._profiler import _EventType  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import numpy as np
+import torch
+import yaml
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.config import SCALES, load_model_yaml, resolve_cfg  # noqa: E402
-from models.yolo import Model  # noqa: E402
-from utils.general import LOGGER  # noqa: E402
-from utils.metrics import fitness  # noqa: E402
-from utils.torch_utils import exact_flops, legacy_gflops  # noqa: E402
+from models.config import SCALES, load_model_yaml, resolve_cfg
+from models.yolo import Model
+from utils.general import LOGGER
+from utils.metrics import fitness
+from utils.torch_utils import exact_flops, legacy_gflops
 
 COLUMNS = [
     "variant",

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from export import run as export  # noqa: E402
-from models.backends import DetectMultiBackend  # noqa: E402
-from models.yolo import Model  # noqa: E402
-from utils.checkpoints import save_checkpoint  # noqa: E402
+from export import run as export
+from models.backends import DetectMultiBackend
+from models.yolo import Model
+from utils.checkpoints import save_checkpoint
 
 
 def make_weights(cfg, weights, folder):

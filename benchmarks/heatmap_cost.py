@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.heatmaps import images  # noqa: E402
-from models.backends import DetectMultiBackend  # noqa: E402
-from utils.augmentations import letterbox  # noqa: E402
-from utils.general import LOGGER, check_img_size, non_max_suppression, scale_coords  # noqa: E402
-from utils.heatmaps import Heatmaps  # noqa: E402
-from utils.sources import imread, to_chw_rgb  # noqa: E402
+from benchmarks.heatmaps import images
+from models.backends import DetectMultiBackend
+from utils.augmentations import letterbox
+from utils.general import LOGGER, check_img_size, non_max_suppression, scale_coords
+from utils.heatmaps import Heatmaps
+from utils.sources import imread, to_chw_rgb
 
 
 def parse_opt(argv=None):

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.backends import DetectMultiBackend  # noqa: E402
-from utils.augmentations import letterbox  # noqa: E402
-from utils.general import LOGGER, check_img_size, non_max_suppression, scale_coords  # noqa: E402
-from utils.heatmaps import Heatmaps, blend, draw_detections  # noqa: E402
-from utils.sources import IMG_FORMATS, imread, list_files, suffix, to_chw_rgb  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
+from models.backends import DetectMultiBackend
+from utils.augmentations import letterbox
+from utils.general import LOGGER, check_img_size, non_max_suppression, scale_coords
+from utils.heatmaps import Heatmaps, blend, draw_detections
+from utils.sources import IMG_FORMATS, imread, list_files, suffix, to_chw_rgb
+from utils.torch_utils import select_device
 
 TITLE_H, BAR_H = 28, 34  # pixels of the title row and of the colour bar with its labels
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)

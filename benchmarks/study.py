@@ -43,11 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import train  # noqa: E402
-from benchmarks.compare import best_epoch, expand_cfgs, interleaved_latency, measure, model_rows, quiet_logging  # noqa: E402
-from models.config import SCALES  # noqa: E402
+import train
+from benchmarks.compare import best_epoch, expand_cfgs, interleaved_latency, measure, model_rows, quiet_logging
+from models.config import SCALES
 from models.loading import load_checkpoint
-from utils.general import LOGGER, check_file  # noqa: E402
+from utils.general import LOGGER, check_file
 
 METRICS = {"mAP@.5": 0, "mAP@.5:.95": 1}  # name: index in a run's (mAP@.5, mAP@.5:.95)
 RUN_KEYS = ("data", "cfg", "weights", "imgsz", "epochs", "batch_size", "seed", "hyp")  # must match to reuse a run

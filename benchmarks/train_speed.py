@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import train  # noqa: E402
-from benchmarks.compare import quiet_logging  # noqa: E402
-from utils.general import LOGGER  # noqa: E402
-from utils.loss import ComputeLoss  # noqa: E402
+import train
+from benchmarks.compare import quiet_logging
+from utils.general import LOGGER
+from utils.loss import ComputeLoss
 
 COLUMNS = ["model", "img", "batch", "images/s", "s/iter", "peak RSS (MB)", "params"]
 
@@ -153,7 +153,7 @@ def benchmark(cfg, opt):
 def _child(conn, cfg, opt):
     try:
         conn.send(("ok", benchmark(cfg, opt)))
-    except Exception as e:  # noqa: BLE001 - any failure goes back to the parent as a message
+    except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}"))
     conn.close()
 

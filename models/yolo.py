@@ -16,14 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from models.common import Conv  # noqa: E402
-from models.config import ModelConfigError, load_model_yaml  # noqa: E402
-from models.parse import parse_model  # noqa: E402
-from models.registry import Channels, register  # noqa: E402
-from models.tta import forward_augment  # noqa: E402
-from utils.autoanchor import check_anchor_order  # noqa: E402
-from utils.general import LOGGER  # noqa: E402
-from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, select_device  # noqa: E402
+from models.common import Conv
+from models.config import ModelConfigError, load_model_yaml
+from models.parse import parse_model
+from models.registry import Channels, register
+from models.tta import forward_augment
+from utils.autoanchor import check_anchor_order
+from utils.general import LOGGER
+from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, select_device
 
 __all__ = ["Detect", "Model", "parse_model", "ModelConfigError"]
 

@@ -58,7 +58,7 @@ def _stream_to(response, f, desc):
 
 def _fetch_once(url, file, timeout):
     """One attempt: stream url into a temp file beside file (created only once the server answers)."""
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (a URL the user or a yaml names)
+    with urllib.request.urlopen(url, timeout=timeout) as r:
         fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=file.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -240,11 +240,11 @@ def _run_download(data, s):
         f.unlink()
     elif s.startswith("bash "):
         LOGGER.info(f"Running {s} ...")
-        r = subprocess.run(s, shell=True, cwd=ROOT)  # noqa: S602 (command comes from the user's dataset yaml)
+        r = subprocess.run(s, shell=True, cwd=ROOT)
         if r.returncode:
             raise RuntimeError(f"dataset download command failed with exit code {r.returncode}: {s}")
     else:
-        exec(s, {"yaml": data})  # noqa: S102 (a python download script from the dataset yaml, as in v6.1)
+        exec(s, {"yaml": data})
 
 
 def check_dataset(data, autodownload=True):
