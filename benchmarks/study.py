@@ -4,8 +4,8 @@ paired difference against the plain model with a 95% t interval, params, exact G
 Usage:
     python benchmarks/study.py --data data/shapes.yaml --cfg 'models/yolov5_*.yaml' --scale n --img 128 \\
         --epochs 30 --seeds 0 1 2 --out benchmarks/results/study_shapes
-    python benchmarks/study.py --data ../shared/data/raccoon.yaml --cfg 'models/yolov5_*.yaml' --scale n \\
-        --weights ../shared/reference/raccoon_yolov5n_best.pt --img 320 --epochs 3 \\
+    python benchmarks/study.py --data data/raccoon.yaml --cfg 'models/yolov5_*.yaml' --scale n \\
+        --weights tests/data/reference/raccoon_yolov5n_best.pt --img 320 --epochs 1 \\
         --out benchmarks/results/study_raccoon
 
 - Runs: <runs>/<variant>_seed<s> (logs in <runs>/logs), trained with `python train.py ... --seed s`: one seed
