@@ -129,6 +129,7 @@ def tiny_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # every phase of speed.py, a whole train.py process included (about a minute)
 def test_speed_saves_figures_and_prints_baseline_ratios(tiny_data, tiny_weights, tmp_path, capsys):
     argv = [
         "--weights",

@@ -14,6 +14,7 @@ def _rows(out):
     return {r.split("|")[1].strip(): r.split("|")[2].strip() for r in lines if r.startswith("| ") and "---" not in r}
 
 
+@pytest.mark.slow  # a training, val.py --half and AutoBatch per variant in subprocesses (about a minute)
 def test_quick_cpu_path_on_two_variants(tmp_path):
     argv = ["--device", "cpu", "--quick", "--variants", "SE", "ECA", "--checks", "train", "val", "--out", str(tmp_path)]
     assert gpu_check.main(argv) == 0

@@ -18,8 +18,6 @@ import cv2
 import numpy as np
 import torch
 
-from models.experimental import Ensemble
-from models.yolo import Detect
 from utils.general import LOGGER
 from utils.plots import Annotator, colors
 
@@ -49,6 +47,11 @@ BLEND = 0.5  # weight of the heat colours over the image in the .jpg
 
 class HeatmapError(ValueError):
     """A --heatmap request that cannot be served: model format, layer index or method."""
+
+
+def is_detect(module):
+    """A YOLOv5 Detect head, known by its attributes (utils imports nothing from models)."""
+    return all(hasattr(module, a) for a in ("anchor_grid", "nl", "no", "stride"))
 
 
 class DetectionScore:
@@ -132,12 +135,12 @@ def _members(backend):
             "an exported format without activations or gradients to read"
         )
     model = backend.model
-    return list(model) if isinstance(model, Ensemble) else [model]
+    return list(model) if isinstance(model, torch.nn.ModuleList) else [model]  # an Ensemble: its members
 
 
 def target_layers(model, layers=None):
     """The modules whose outputs are read: layers (yaml indices) or by default those Detect reads."""
-    if not (hasattr(model, "model") and isinstance(model.model[-1], Detect)):
+    if not (hasattr(model, "model") and is_detect(model.model[-1])):
         raise HeatmapError(f"--heatmap needs a YOLOv5 model ending in Detect, not {type(model).__name__}")
     n = len(model.model)
     f = model.model[-1].f
