@@ -71,12 +71,13 @@ def parse_opt(argv=None):
     p.add_argument("--variants", nargs="+", help="models to train: plain and/or registered names (default all)")
     p.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS), help="which checks to run")
     p.add_argument("--jobs", type=int, help="trainings/validations at a time (default: 4 on CUDA, 1 on CPU)")
-    p.add_argument("--budget", type=float, default=480, help="seconds for the whole run (default 8 minutes)")
+    p.add_argument("--budget", type=float, help="seconds for the whole run (default: 480 on CUDA, 1800 on CPU)")
     p.add_argument("--child", choices=("train", "val", "autobatch"), help=argparse.SUPPRESS)
     p.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
     opt = p.parse_args(argv)
     opt.cuda = opt.device.strip().lower() != "cpu"
     opt.jobs = opt.jobs or (4 if opt.cuda else 1)
+    opt.budget = opt.budget or (480 if opt.cuda else 1800)
     opt.variants = resolve_variants(p, opt.variants)
     return opt
 
