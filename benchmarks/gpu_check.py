@@ -6,7 +6,8 @@ Usage:
     python benchmarks/gpu_check.py --device cpu --quick     # the same path on CPU, tiny images and data (a test)
     python benchmarks/gpu_check.py --device cpu --quick --variants SE ECA --checks train val
 
-Checks, each in its own subprocess (a crash or a CUDA error fails that row only; its log is in <out>/logs/):
+Checks, each in its own subprocess (a crash or a CUDA error fails that row only; its log is in <out>/logs/; data,
+runs and weights go to a temporary folder, removed at the end):
 - cuda-tests: `pytest -m cuda` over the test files that hold such tests;
 - train: `train.py` for 1 epoch from scratch (AMP on CUDA) of yolov5n and of every registered variant
   (`models.variants.variant_entries`), img 320, on a freshly generated copy of the bundled synthetic shapes data;
@@ -28,6 +29,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -71,12 +73,13 @@ def parse_opt(argv=None):
     p.add_argument("--variants", nargs="+", help="models to train: plain and/or registered names (default all)")
     p.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS), help="which checks to run")
     p.add_argument("--jobs", type=int, help="trainings/validations at a time (default: 4 on CUDA, 1 on CPU)")
-    p.add_argument("--budget", type=float, default=480, help="seconds for the whole run (default 8 minutes)")
+    p.add_argument("--budget", type=float, help="seconds for the whole run (default: 480 on CUDA, 1800 on CPU)")
     p.add_argument("--child", choices=("train", "val", "autobatch"), help=argparse.SUPPRESS)
     p.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
     opt = p.parse_args(argv)
     opt.cuda = opt.device.strip().lower() != "cpu"
     opt.jobs = opt.jobs or (4 if opt.cuda else 1)
+    opt.budget = opt.budget or (480 if opt.cuda else 1800)
     opt.variants = resolve_variants(p, opt.variants)
     return opt
 
@@ -257,8 +260,9 @@ def main(argv=None):
     if opt.cuda and not _cuda_available():
         print(f"gpu_check.py: no CUDA device for --device {opt.device}; use --device cpu --quick for the CPU path")
         return 1
-    shapes, raccoon = prepare_data(out, settings(opt))
-    checks = run_all(*plan(opt, out, shapes, raccoon), opt, logs)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:  # data, runs and weights: not kept in out
+        shapes, raccoon = prepare_data(Path(work), settings(opt))
+        checks = run_all(*plan(opt, Path(work), shapes, raccoon), opt, logs)
     text = "\n".join([*header(opt, started), *table(checks)]) + "\n"
     (out / "gpu_check.md").write_text(text)
     print(text + f"\nwritten to {out / 'gpu_check.md'}")
