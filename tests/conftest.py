@@ -1,6 +1,7 @@
 """Shared pytest fixtures: the test data (tests/data, a copy of what the tests need from ../shared) and a
 deterministic, single-threaded torch."""
 
+import functools
 import logging
 import sys
 from contextlib import contextmanager
@@ -117,3 +118,19 @@ def tiny_train_args(data, project, *extra, name="exp", cfg="yolov5n.yaml"):
     """train.py flags of a tiny run: yolov5n-sized, img 64, batch 4, in-process loading, no AutoAnchor."""
     fixed = ["--data", data, "--cfg", cfg, "--weights", "", "--img", 64, "--batch-size", 4, "--workers", 0]
     return [str(x) for x in fixed + ["--noautoanchor", "--project", project, "--name", name, *extra]]
+
+
+@functools.cache
+def quiet_model(cfg):
+    """A models.yolo.Model built once per cfg, quietly, without the summary's FLOPs passes (deepcopy to change it)."""
+    from unittest import mock
+
+    from models.yolo import Model
+    from utils.general import LOGGER
+
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        with mock.patch.object(Model, "info"):
+            return Model(cfg)
+    finally:
+        LOGGER.setLevel(logging.INFO)

@@ -1,11 +1,8 @@
 """The registry as the only list: blocks found by file, one factory, placements as data, C3 with any block inside."""
 
-import functools
-import logging
 import shutil
 import subprocess
 import sys
-from unittest import mock
 
 import pytest
 import torch
@@ -14,11 +11,10 @@ from models.common import C3, C3Attention
 from models.config import ModelConfigError, load_model_yaml
 from models.registry import REGISTRY, Channels, build_block, entries
 from models.yolo import Model
-from utils.general import LOGGER
 from utils.torch_utils import exact_flops
 from utils.transfer import transfer_weights
 
-from conftest import ROOT, captured_log
+from conftest import ROOT, captured_log, quiet_model
 
 KEEP = [e.name for e in entries(attention=True) if e.channels is Channels.KEEP]
 PROBE = '''"""A probe gate: one decorated class in a new file, nothing else edited."""
@@ -50,16 +46,6 @@ m = Model("yolov5n_ProbeGate.yaml")
 assert type(m.model[9]).__name__ == "ProbeGate"
 print("probe ok")
 """
-
-
-@functools.cache
-def _quiet_model(cfg):
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        with mock.patch.object(Model, "info"):
-            return Model(cfg)
-    finally:
-        LOGGER.setLevel(logging.INFO)
 
 
 def _run(args, cwd):
@@ -120,7 +106,7 @@ def test_c3_with_each_block_inside(name):
 
 
 def test_c3_variant_has_more_parameters_exact_flops_and_takes_every_c3_tensor():
-    base, model = _quiet_model("yolov5n.yaml"), _quiet_model("yolov5n_C3SE.yaml")
+    base, model = quiet_model("yolov5n.yaml"), quiet_model("yolov5n_C3SE.yaml")
     c3 = [m for m in model.model if type(m).__name__ == "C3Attention"]
     assert [m.i for m in c3] == [2, 4, 6, 8] and all(type(b.attention).__name__ == "SE" for m in c3 for b in m.m)
     n_model, n_base = (sum(p.numel() for p in x.parameters()) for x in (model, base))
@@ -133,7 +119,7 @@ def test_c3_variant_has_more_parameters_exact_flops_and_takes_every_c3_tensor():
 
 
 def test_c3_variant_on_p6_base_and_any_size():
-    model = _quiet_model("yolov5n6_C3CBAM.yaml")
+    model = quiet_model("yolov5n6_C3CBAM.yaml")
     assert [m.i for m in model.model if type(m).__name__ == "C3Attention"] == [2, 4, 6, 8, 10]
     assert load_model_yaml("yolov5x_C3ECA.yaml")[0]["width_multiple"] == 1.25
     with pytest.raises(ModelConfigError, match="yolov3_C3SE.yaml: cannot put C3SE on yolov3.yaml"):

@@ -2,7 +2,6 @@
 
 import copy
 import functools
-import logging
 from unittest import mock
 
 import numpy as np
@@ -29,11 +28,10 @@ from models.variants import (
     zoo_cells,
 )
 from models.yolo import Model
-from utils.general import LOGGER
 from utils.torch_utils import exact_flops
 from utils.transfer import log_transfer, transfer_weights
 
-from conftest import captured_log
+from conftest import captured_log, quiet_model
 
 ZOO = {e.name: e for e in variant_entries()}  # the registry is the list: every block with a placement
 VARIANTS = list(ZOO)
@@ -57,25 +55,14 @@ def has_weights(name):
     return any(isinstance(m, kinds) for m in build_block(name, 64).modules())
 
 
-@functools.cache
-def _built(cfg):
-    """Build once, quietly, without the summary's two FLOPs passes (test_summary_* checks those)."""
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        with mock.patch.object(Model, "info"):
-            return Model(cfg)
-    finally:
-        LOGGER.setLevel(logging.INFO)
-
-
 def build(cfg):
     """A fresh copy of a cached model (building is the slow part)."""
-    return copy.deepcopy(_built(cfg))
+    return copy.deepcopy(quiet_model(cfg))
 
 
 @functools.cache
 def _base_flops():
-    return exact_flops(_built("yolov5n.yaml"), IMG)
+    return exact_flops(quiet_model("yolov5n.yaml"), IMG)
 
 
 def layer_outputs(model, x):
@@ -91,7 +78,7 @@ def layer_outputs(model, x):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_placement_keeps_the_v61_layout(variant):
-    base, model = _built("yolov5n.yaml"), _built(f"yolov5n_{variant}.yaml")
+    base, model = quiet_model("yolov5n.yaml"), quiet_model(f"yolov5n_{variant}.yaml")
     changed, inserts_only = changed_layers(variant)
     assert [(i, type(model.model[i]).__name__) for i, _ in changed] == changed
     kept = [type(m).__name__ for m in model.model if m.i not in dict(changed)]
@@ -119,7 +106,7 @@ def test_variant_forward_backward(variant, b):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_exact_flops_count_the_attention(variant):
-    model = _built(f"yolov5n_{variant}.yaml")
+    model = quiet_model(f"yolov5n_{variant}.yaml")
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         copy.deepcopy(model).eval()(torch.zeros(1, 3, *IMG))
@@ -133,7 +120,7 @@ def test_exact_flops_count_the_attention(variant):
 
 def test_summary_prints_v61_and_exact_figures():
     with captured_log() as lines:
-        _built("yolov5n_SOCA.yaml").info(img_size=640)
+        quiet_model("yolov5n_SOCA.yaml").info(img_size=640)
     assert any(x.startswith("Model Summary:") and x.endswith("GFLOPs") for x in lines)
     assert any(x.startswith("Exact:") and "GFLOPs at 640x640" in x for x in lines)
 
@@ -157,7 +144,7 @@ def _layer_keys(model, indices):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_transfer_maps_base_weights_by_structure(variant):
-    base, model = _built("yolov5n.yaml"), build(f"yolov5n_{variant}.yaml")
+    base, model = quiet_model("yolov5n.yaml"), build(f"yolov5n_{variant}.yaml")
     changed, _ = changed_layers(variant)
     csd, n, total, n_new = transfer_weights(base, model)
     assert n == len(csd) == len(base.state_dict())  # every base tensor finds its place, replaced layers included
@@ -178,7 +165,7 @@ def test_transfer_maps_base_weights_by_structure(variant):
 
 
 def test_transfer_other_nc_and_excluded_anchors():
-    base, model = _built("yolov5n.yaml"), build("yolov5n_SE.yaml")
+    base, model = quiet_model("yolov5n.yaml"), build("yolov5n_SE.yaml")
     small = Model(dict(load_model_yaml("yolov5n_SE.yaml")[0], nc=3))
     _, n, _, _ = transfer_weights(base, small)
     assert n == len(base.state_dict()) - 6  # Detect's three 1x1 convs (weight, bias) depend on nc
@@ -211,7 +198,7 @@ def test_transfer_log_line():
 
 def test_transfer_rejects_non_models():
     with pytest.raises(TypeError, match="transfer_weights: the source"):
-        transfer_weights(torch.nn.Conv2d(1, 1, 1), _built("yolov5n.yaml"))
+        transfer_weights(torch.nn.Conv2d(1, 1, 1), quiet_model("yolov5n.yaml"))
 
 
 def test_dynamic_temperature_through_model_epoch_update():
@@ -307,7 +294,7 @@ def test_readme_zoo_table_is_generated():
 
 def test_zoo_costs_match_a_normal_build():
     """model_cost probes strides on the meta device: the same parameters and exact FLOPs as a normal build."""
-    model = _built("yolov5n_SOCA.yaml")
+    model = quiet_model("yolov5n_SOCA.yaml")
     assert model_cost("yolov5n_SOCA.yaml") == (sum(p.numel() for p in model.parameters()), exact_flops(model, 640))
     assert [_gflops(f) for f in (0, 65_536, 5_120, -236_000_000, 3_774_971_904)] == [
         "0",
@@ -346,7 +333,7 @@ class _RealOps(TorchDispatchMode):
 
 
 def test_exact_flops_runs_no_real_arithmetic():
-    model = _built("yolov5n_SOCA.yaml")
+    model = quiet_model("yolov5n_SOCA.yaml")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with _RealOps() as ops:
         flops = exact_flops(model, 640)
