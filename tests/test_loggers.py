@@ -1,6 +1,6 @@
 """utils/loggers.py: results.csv and TensorBoard (scalars, graph, images) as v6.1; --no-tensorboard."""
 
-import logging
+import copy
 import sys
 from unittest import mock
 
@@ -9,12 +9,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from models.yolo import Model
-from utils.general import LOGGER
 from utils.loggers import Loggers
 from utils.train_utils import RESULT_KEYS
 
-from conftest import ROOT, captured_log, tiny_train_args
+from conftest import ROOT, captured_log, quiet_model, tiny_train_args
 
 VARIANTS = sorted(p.stem.split("_", 1)[1] for p in (ROOT / "models").glob("yolov5_*.yaml"))
 
@@ -25,19 +23,10 @@ def _events(d):
     return ea
 
 
-def _quiet_model(cfg):
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        with mock.patch.object(Model, "info"):
-            return Model(cfg)
-    finally:
-        LOGGER.setLevel(logging.INFO)
-
-
 @pytest.mark.parametrize("cfg", ["yolov5n.yaml", *(f"yolov5n_{v}.yaml" for v in VARIANTS)])
 def test_graph_of_every_variant(cfg, tmp_path):
     """The graph is written; the logged model keeps its mode and BatchNorm statistics (a copy is traced)."""
-    model = _quiet_model(cfg).eval()
+    model = copy.deepcopy(quiet_model(cfg)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     logger = Loggers(tmp_path)
     logger.log_graph(model, torch.rand(2, 3, 64, 64))
@@ -49,7 +38,7 @@ def test_graph_of_every_variant(cfg, tmp_path):
 def test_graph_failure_only_warns(tmp_path):
     logger = Loggers(tmp_path)
     with captured_log() as log, mock.patch.object(torch.jit, "trace", side_effect=RuntimeError("untraceable")):
-        logger.log_graph(_quiet_model("yolov5n.yaml"), torch.rand(1, 3, 64, 64))
+        logger.log_graph(copy.deepcopy(quiet_model("yolov5n.yaml")), torch.rand(1, 3, 64, 64))
     logger.close()
     assert any("model graph not logged: RuntimeError: untraceable" in line for line in log)
 
