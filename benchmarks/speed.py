@@ -231,25 +231,30 @@ def measure_detect(opt, tmp):
     }
 
 
+def timed_process(args, cwd):
+    """Run a command to its end: (wall seconds, CPU seconds of it and its children, [(seconds, output line)]).
+
+    stderr is read with stdout (YOLOv5 v6.1 logs to stderr), each line stamped when it arrives."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in p.stdout]
+    rc, wall = p.wait(), time.perf_counter() - t0
+    if rc:
+        tail = "\n".join([line for _, line in lines[-5:]] or ["(no output)"])
+        raise RuntimeError(f"{' '.join(map(str, args[:4]))} exited with {rc}:\n{tail}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, lines
+
+
 def _whole_run(opt, tmp, i):
     """One `python train.py` subprocess: (wall seconds, CPU seconds, [(seconds since start, stdout line)])."""
     args = [sys.executable, "-u", str(ROOT / "train.py"), "--cfg", opt.cfg, "--weights", opt.weights]
     args += ["--data", opt.data, "--hyp", opt.hyp, "--img", str(opt.img), "--batch-size", str(opt.batch_size)]
     args += ["--workers", str(opt.workers), "--epochs", str(opt.whole_epochs), "--device", opt.device]
     args += ["--project", str(tmp), "--name", f"whole{i}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(tmp / f"whole{i}.err", "w+") as err:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-        lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in p.stdout]
-        rc, wall = p.wait(), time.perf_counter() - t0
-        err.seek(0)
-        if rc:
-            tail = "\n".join((err.read().strip().splitlines() or ["(no stderr)"])[-5:])
-            raise RuntimeError(f"train.py exited with {rc}:\n{tail}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, lines
+    return timed_process(args, ROOT)
 
 
 def whole_phases(wall, lines):
