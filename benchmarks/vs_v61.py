@@ -1,7 +1,7 @@
 """This project against an install of YOLOv5 v6.1 on the same machine, the runs alternated.
 
 Usage:
-    python benchmarks/vs_v61.py --v61 ../yolov5-6.1 --weights W.pt --data data/raccoon.yaml      # a v6.1 checkout
+    python benchmarks/vs_v61.py --v61 <v6.1 checkout> --weights W.pt --data data/raccoon.yaml      # a v6.1 checkout
     python benchmarks/vs_v61.py --v61 yolov5 --v61-python /venv39/bin/python ...                 # a packaged v6.1
 
 Two figures, each the median of --repeats timed runs per side after --warmup untimed ones, the sides alternated
