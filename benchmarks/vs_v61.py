@@ -17,7 +17,6 @@ Each side reads its own copy of the dataset (so neither reads the other's label 
 """
 
 import argparse
-import csv
 import json
 import shutil
 import statistics
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.compare import best_epoch
 from benchmarks.speed import SPEED_LINE, machine, timed_process, whole_phases
 
 SIDES = ("ours", "v6.1")
@@ -87,23 +87,15 @@ def copy_dataset(data, dest):
     return str(dest / "data.yaml")
 
 
-def best_map(results_csv):
-    """(mAP@.5, mAP@.5:.95) of the best epoch by v6.1's fitness (0.1 mAP@.5 + 0.9 mAP@.5:.95) in results.csv."""
-    with open(results_csv) as f:
-        rows = [{k.strip(): float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    best = max(rows, key=lambda r: 0.1 * r["metrics/mAP_0.5"] + 0.9 * r["metrics/mAP_0.5:0.95"])
-    return best["metrics/mAP_0.5"], best["metrics/mAP_0.5:0.95"]
-
-
 def whole_run(opt, prefix, cwd, data, out, name):
     """One fine-tune: its wall and CPU seconds, phases and best mAPs."""
     args = [*prefix, "--data", data, "--weights", opt.weights, "--cfg", opt.cfg, "--hyp", opt.hyp]
     args += ["--img", str(opt.img), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size)]
     args += ["--device", "cpu", "--project", str(out), "--name", name]
     wall, cpu, lines = timed_process(args, cwd)
-    m50, m = best_map(out / name / "results.csv")
-    total = f"whole-process s ({opt.epochs} epochs)"
-    return {total: wall, "whole-process CPU s": cpu, **whole_phases(wall, lines), "mAP@.5": m50, "mAP@.5:.95": m}
+    m50, m, _ = best_epoch(out / name / "results.csv")
+    times = {f"whole-process s ({opt.epochs} epochs)": wall, "whole-process CPU s": cpu, **whole_phases(wall, lines)}
+    return {**times, "mAP@.5": float(m50), "mAP@.5:.95": float(m)}
 
 
 def val_run(opt, prefix, cwd, data, out, name):
